@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         "normal, HU for CT, gantry tilt resampled) and write it as NIfTI with a RAS affine.",
     )
     p.add_argument("archive", type=Path, help="folder tree holding DICOM files")
-    p.add_argument("--series", required=True, help="SeriesInstanceUID (or series_key from series.csv)")
+    p.add_argument(
+        "--series", required=True, help="SeriesInstanceUID (or series_key from series.csv)"
+    )
     p.add_argument("--out", type=Path, required=True, help="output .nii or .nii.gz")
     p.add_argument(
         "--gaps", choices=("reject", "resample"), default="reject",

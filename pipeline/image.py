@@ -111,11 +111,15 @@ class Volume:
         *,
         origin_lps: Any,
         spacing_mm: Any,
-        direction: Any = np.eye(3),
+        direction: Any = None,
         **kwargs: Any,
     ) -> Volume:
-        """Build from origin (LPS mm of voxel [0,0,0]), spacing (i, j, k) and direction."""
-        return cls(array, affine_from_geometry(origin_lps, spacing_mm, direction), **kwargs)
+        """Build from origin (LPS mm of voxel [0,0,0]), spacing (i, j, k) and direction.
+
+        ``direction=None`` means the identity (axial, supine, feet-first-independent).
+        """
+        d = np.eye(3) if direction is None else direction
+        return cls(array, affine_from_geometry(origin_lps, spacing_mm, d), **kwargs)
 
     def with_array(self, array: npt.NDArray[Any], **changes: Any) -> Volume:
         """A volume on the same grid with other voxels (e.g. a mask of this image)."""
