@@ -1,0 +1,1 @@
+"""Outputs: registry tables (CSV), the registry database, DICOM SEG/SR, the review report."""
