@@ -1,0 +1,1 @@
+"""Per-patient analysis: study roles, series choice, and the lesion measurement chain."""
