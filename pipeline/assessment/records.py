@@ -13,6 +13,8 @@ __all__ = [
     "LesionOutcome",
     "TIMEPOINT_COLUMNS",
     "OUTCOME_COLUMNS",
+    "timepoint_from_dict",
+    "timepoint_to_dict",
 ]
 
 
@@ -107,3 +109,18 @@ def _cell(value: Any) -> str:
     if isinstance(value, list):
         return "; ".join(str(v) for v in value)
     return str(value)
+
+
+def timepoint_to_dict(tp: LesionTimepoint) -> dict[str, Any]:
+    """JSON-ready dict (dates as ISO strings, role as its value)."""
+    d = {f.name: getattr(tp, f.name) for f in fields(LesionTimepoint)}
+    d["study_date"] = tp.study_date.isoformat()
+    d["role"] = tp.role.value
+    d["qc"] = list(tp.qc)
+    return d
+
+
+def timepoint_from_dict(d: dict[str, Any]) -> LesionTimepoint:
+    values = dict(d)
+    values["study_date"] = date.fromisoformat(values["study_date"])
+    return LesionTimepoint(**values)

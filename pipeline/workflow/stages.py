@@ -1,0 +1,236 @@
+"""Stage functions the Snakemake rules call (``python -m pipeline.workflow.stages STAGE``).
+
+Each stage is a plain function taking the validated workflow configuration; the
+``main`` entry point only parses ``--config`` (JSON) and the wildcard values. Tests call
+the functions directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline import __version__
+from pipeline.workflow.paths import OutputLayout, safe_id
+
+__all__ = [
+    "stage_index",
+    "stage_tables",
+    "stage_registry",
+    "load_analysis",
+    "main",
+]
+
+log = logging.getLogger("cryotrack.stage")
+
+
+def _layout(config: dict[str, Any]) -> OutputLayout:
+    return OutputLayout(Path(config["out"]).resolve())
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- index
+def stage_index(config: dict[str, Any]) -> dict[str, Any]:
+    """Index the archive and list which manifest patients it holds (``patients.json``)."""
+    import pandas as pd
+
+    from pipeline.analysis.manifest import read_manifest
+    from pipeline.dicom.index import build_index
+
+    layout = _layout(config)
+    lesions = read_manifest(Path(config["lesions"]))
+    summary = build_index(
+        Path(config["archive"]), layout.index_dir,
+        workers=config["index"]["workers"], content_check=config["index"]["content_check"],
+    )
+    log.info("%s", summary.describe())
+    series = pd.read_csv(layout.series_csv, dtype={"patient_id": str})
+    in_archive = set(series["patient_id"].astype(str))
+    found = {safe_id(les.patient_id): les.patient_id for les in lesions
+             if les.patient_id in in_archive}
+    missing = sorted({les.patient_id for les in lesions} - in_archive)
+    for pid in missing:
+        log.warning("patient %s of the manifest has no series in the archive", pid)
+    payload = {"found": found, "missing": missing}
+    _write_json(layout.patients_json, payload)
+    return payload
+
+
+# ----------------------------------------------------------------------------- analysis
+def load_analysis(path: Path) -> dict[str, Any]:
+    with Path(path).open() as fh:
+        return json.load(fh)
+
+
+def _collect(config: dict[str, Any]) -> tuple[list[Any], list[Any], list[Any]]:
+    """(manifest lesions, timepoints, outcomes) over all patients of the run."""
+    from pipeline.analysis.manifest import read_manifest
+    from pipeline.assessment import AssessmentCriteria, assess_lesion
+    from pipeline.assessment.records import LesionOutcome, timepoint_from_dict
+
+    layout = _layout(config)
+    criteria = AssessmentCriteria.from_mapping(config.get("criteria"))
+    lesions = read_manifest(Path(config["lesions"]))
+    patients = load_analysis(layout.patients_json)
+    timepoints, outcomes = [], []
+    for les in lesions:
+        tps = []
+        errors: list[str] = []
+        if les.patient_id in patients["missing"]:
+            errors.append("patient not found in the archive")
+        else:
+            analysis = load_analysis(layout.analysis_json(les.patient_id))
+            entry = next((e for e in analysis["lesions"] if e["lesion_id"] == les.lesion_id),
+                         None)
+            if entry is None:
+                errors.append("lesion missing from the patient's analysis")
+            else:
+                tps = [timepoint_from_dict(t) for t in entry["timepoints"]]
+                errors.extend(entry.get("errors", []))
+        timepoints.extend(tps)
+        if tps:
+            outcome = assess_lesion(tps, les.procedure_date, criteria)
+            outcome.review_reasons.extend(errors)
+            outcome.needs_review = outcome.needs_review or bool(errors)
+        else:
+            outcome = LesionOutcome(
+                les.patient_id, les.lesion_id, les.procedure_date, None, None, None, None,
+                None, None, None, None, None, None, None, None, True,
+                errors or ["no study could be measured"],
+            )
+        outcomes.append(outcome)
+    return lesions, timepoints, outcomes
+
+
+def stage_tables(config: dict[str, Any]) -> dict[str, Any]:
+    """Assess every lesion and write the two registry tables and the cohort summary."""
+    from dataclasses import asdict
+
+    from pipeline.assessment import summarize_cohort
+    from pipeline.outputs.tables import write_outcomes_csv, write_timepoints_csv
+
+    layout = _layout(config)
+    _lesions, timepoints, outcomes = _collect(config)
+    write_timepoints_csv(layout.timepoints_csv, timepoints)
+    write_outcomes_csv(layout.outcomes_csv, outcomes)
+    cohort = summarize_cohort(outcomes)
+    payload = {
+        "describe": cohort.describe(),
+        **{k: v for k, v in asdict(cohort).items() if k != "local_control"},
+        "success_rate": cohort.success_rate,
+        "technical_success_rate": cohort.technical_success_rate,
+        "local_control": asdict(cohort.local_control) if cohort.local_control else None,
+        "needs_review": [
+            {"patient_id": o.patient_id, "lesion_id": o.lesion_id, "reasons": o.review_reasons}
+            for o in outcomes if o.needs_review
+        ],
+    }
+    _write_json(layout.cohort_json, payload)
+    log.info("%s", cohort.describe())
+    return payload
+
+
+# ----------------------------------------------------------------------------- registry
+def stage_registry(config: dict[str, Any]) -> dict[str, Any]:
+    """Write the run into the registry database (one transaction of upserts)."""
+    import pandas as pd
+
+    from pipeline.analysis.studies import parse_study_date
+    from pipeline.outputs.registry import LesionRecord, Registry, RunInfo, SeriesRecord
+
+    layout = _layout(config)
+    url = config.get("registry") or f"sqlite:///{layout.registry_sqlite}"
+    lesions, timepoints, outcomes = _collect(config)
+    series = pd.read_csv(layout.series_csv, dtype=str, keep_default_na=False)
+    wanted = {les.patient_id for les in lesions}
+    series = series[series["patient_id"].isin(wanted)]
+    records = [
+        SeriesRecord(
+            series_key=r["series_key"], series_instance_uid=r["series_instance_uid"],
+            study_instance_uid=r["study_instance_uid"], patient_id=r["patient_id"],
+            study_date=parse_study_date(r["study_date"]), modality=r["modality"] or None,
+            series_description=r["series_description"] or None, phase=r["phase"] or None,
+            usable=r["usable"].lower() == "true", reason=r["reason"] or None,
+        )
+        for r in series.to_dict("records")
+    ]
+    run = RunInfo(run_uid=uuid.uuid4().hex, version=__version__,
+                  config={k: v for k, v in config.items() if k != "registry"},
+                  archive=str(config["archive"]))
+    registry = Registry(url)
+    try:
+        registry.record_run(
+            run, series=records, timepoints=timepoints, outcomes=outcomes,
+            lesions=[LesionRecord(les.patient_id, les.lesion_id, les.procedure_date, les.side,
+                                  les.seed_lps_mm, les.tracking_uid) for les in lesions],
+        )
+    finally:
+        registry.close()
+    safe_url = url.split("@")[-1] if "@" in url else url
+    payload = {"run_uid": run.run_uid, "registry": safe_url, "lesions": len(lesions),
+               "timepoints": len(timepoints), "series": len(records)}
+    _write_json(layout.registry_done, payload)
+    return payload
+
+
+# ----------------------------------------------------------------------------- entry point
+_STAGES = {
+    "index": stage_index,
+    "tables": stage_tables,
+    "registry": stage_registry,
+}
+
+
+def _lazy_stage(name: str) -> Any:
+    if name in _STAGES:
+        return _STAGES[name]
+    if name == "analyse":
+        from pipeline.analysis.patient import stage_analyse
+
+        return stage_analyse
+    if name == "report":
+        from pipeline.outputs.report_stage import stage_report
+
+        return stage_report
+    if name == "dicom":
+        from pipeline.outputs.dicom_stage import stage_dicom
+
+        return stage_dicom
+    raise ValueError(f"unknown stage {name!r}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.workflow.stages")
+    parser.add_argument("stage", choices=("index", "analyse", "tables", "registry", "report",
+                                          "dicom"))
+    parser.add_argument("--config", required=True, help="validated workflow config as JSON")
+    parser.add_argument("--patient", help="safe patient id (per-patient stages)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    config = json.loads(args.config)
+    func = _lazy_stage(args.stage)
+    started = time.perf_counter()
+    log.info("stage %s starting (cryotrack %s)", args.stage, __version__)
+    result = func(config, args.patient) if args.patient else func(config)
+    log.info("stage %s done in %.1f s", args.stage, time.perf_counter() - started)
+    if isinstance(result, dict):
+        log.info("result: %s", json.dumps(result, default=str)[:2000])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
