@@ -1,0 +1,153 @@
+"""Private helpers shared by the registration and segmentation modules.
+
+Everything here works on :class:`pipeline.image.Volume` or plain numpy arrays and keeps
+geometry in LPS millimetres. Nothing here is public API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage as ndi
+
+from pipeline.image import GeometryError, Volume
+
+__all__: list[str] = []
+
+#: CT threshold separating the body from air (HU).
+BODY_THRESHOLD_HU = -500.0
+
+
+def as_point_lps(point_lps: Any, name: str = "point_lps") -> npt.NDArray[np.float64]:
+    """Validate a single LPS point (3 finite numbers) and return it as float64."""
+    arr = np.asarray(point_lps, dtype=np.float64).reshape(-1)
+    if arr.size != 3 or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be 3 finite LPS coordinates in mm, got {point_lps!r}")
+    return arr
+
+
+def require_inside(image: Volume, point_lps: npt.NDArray[np.float64], what: str) -> None:
+    """Raise a GeometryError naming ``what`` when the point lies outside the image."""
+    if not image.contains_lps(point_lps):
+        lo, hi = image.bounds_lps()
+        raise GeometryError(
+            f"{what} {np.round(point_lps, 1).tolist()} (LPS mm) lies outside the image "
+            f"(bounds {np.round(lo, 1).tolist()}..{np.round(hi, 1).tolist()})"
+        )
+
+
+def is_ct(image: Volume) -> bool:
+    """True when the image holds Hounsfield units (modality CT or, if unset, HU-like data)."""
+    if image.modality:
+        return image.modality.upper() == "CT"
+    return bool(np.min(image.array) < -500)
+
+
+def crop_box(image: Volume, center_lps: Any, half_size_mm: float) -> Volume:
+    """Crop ±half_size_mm around a point (clipped to the image)."""
+    return image.crop_around_lps(as_point_lps(center_lps, "center_lps"), float(half_size_mm))
+
+
+def paste_into(reference: Volume, crop: Volume, crop_mask: npt.NDArray[Any]) -> Volume:
+    """Put a mask computed on a crop of ``reference`` back onto the full grid (uint8)."""
+    full = np.zeros(reference.array.shape, dtype=np.uint8)
+    offset = np.rint(reference.lps_to_index(crop.origin_lps)).astype(int)  # (i, j, k)
+    k0, j0, i0 = offset[2], offset[1], offset[0]
+    nk, nj, ni = crop_mask.shape
+    full[k0 : k0 + nk, j0 : j0 + nj, i0 : i0 + ni] = crop_mask.astype(np.uint8)
+    return reference.with_array(full, modality="")
+
+
+def point_index_kji(image: Volume, point_lps: npt.NDArray[np.float64]) -> tuple[int, int, int]:
+    """Nearest voxel index of a point as an array index (k, j, i), clipped to the grid."""
+    ijk = np.rint(image.lps_to_index(point_lps)).astype(int)
+    ijk = np.clip(ijk, 0, np.asarray(image.shape_ijk) - 1)
+    return int(ijk[2]), int(ijk[1]), int(ijk[0])
+
+
+def ball_structure(spacing_mm: npt.NDArray[np.float64], radius_mm: float) -> npt.NDArray[np.bool_]:
+    """A binary ball of ``radius_mm`` on a grid of the given (i, j, k) spacing, array [k, j, i]."""
+    radius_vox = np.maximum(np.floor(radius_mm / np.asarray(spacing_mm)), 0).astype(int)
+    ri, rj, rk = (int(r) for r in radius_vox)
+    zz, yy, xx = np.mgrid[-rk : rk + 1, -rj : rj + 1, -ri : ri + 1]
+    dist2 = (
+        (xx * spacing_mm[0]) ** 2 + (yy * spacing_mm[1]) ** 2 + (zz * spacing_mm[2]) ** 2
+    )
+    return np.asarray(dist2 <= radius_mm**2 + 1e-6)
+
+
+def component_at(mask: npt.NDArray[np.bool_], index_kji: tuple[int, int, int]) -> npt.NDArray[
+    np.bool_
+]:
+    """The connected component (26-connectivity) of ``mask`` containing the index, or empty."""
+    if not mask[index_kji]:
+        return np.zeros_like(mask, dtype=bool)
+    labels, _ = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
+    return np.asarray(labels == labels[index_kji])
+
+
+def nearest_component(
+    mask: npt.NDArray[np.bool_],
+    index_kji: tuple[int, int, int],
+    spacing_mm: npt.NDArray[np.float64],
+    max_distance_mm: float,
+) -> npt.NDArray[np.bool_]:
+    """The component containing the index or, failing that, the nearest one within reach."""
+    labels, n = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return np.zeros_like(mask, dtype=bool)
+    if labels[index_kji]:
+        return np.asarray(labels == labels[index_kji])
+    seed = np.zeros_like(mask, dtype=bool)
+    seed[index_kji] = True
+    dist = ndi.distance_transform_edt(~seed, sampling=spacing_mm[::-1])
+    dist_masked = np.where(labels > 0, dist, np.inf)
+    best = np.unravel_index(int(np.argmin(dist_masked)), mask.shape)
+    if not np.isfinite(dist_masked[best]) or dist_masked[best] > max_distance_mm:
+        return np.zeros_like(mask, dtype=bool)
+    return np.asarray(labels == labels[best])
+
+
+def largest_component(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Largest 26-connected component of a binary mask (empty stays empty)."""
+    labels, n = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return np.zeros_like(mask, dtype=bool)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return np.asarray(labels == int(np.argmax(sizes)))
+
+
+def fill_holes_3d_and_slices(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Fill enclosed holes in 3-D and then slice by slice (axial) for open cavities."""
+    filled = ndi.binary_fill_holes(mask)
+    out = np.empty_like(filled)
+    for k in range(filled.shape[0]):
+        out[k] = ndi.binary_fill_holes(filled[k])
+    return np.asarray(out)
+
+
+def smooth_mask(
+    mask: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float64], radius_mm: float
+) -> npt.NDArray[np.bool_]:
+    """Open then close with a ball of ``radius_mm``: removes spurs, fills notches."""
+    if radius_mm <= 0 or not mask.any():
+        return mask
+    ball = ball_structure(spacing_mm, radius_mm)
+    pad = max(ball.shape) // 2 + 1
+    padded = np.pad(mask, pad)
+    opened = ndi.binary_opening(padded, structure=ball)
+    closed = ndi.binary_closing(opened, structure=ball)
+    return np.asarray(closed[pad:-pad, pad:-pad, pad:-pad])
+
+
+def dice(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
+    """Dice overlap of two binary arrays of the same shape (1.0 when both are empty)."""
+    a = np.asarray(a, bool)
+    b = np.asarray(b, bool)
+    denom = a.sum() + b.sum()
+    if denom == 0:
+        return 1.0
+    return float(2.0 * np.logical_and(a, b).sum() / denom)
