@@ -10,7 +10,10 @@ from pipeline.workflow.paths import OutputLayout
 
 min_version("9.0")
 
-WORKFLOW_DIR = Path(workflow.basedir)
+import pipeline.workflow
+
+# the package folder, whether this file is run directly or included from ../../Snakefile
+WORKFLOW_DIR = Path(pipeline.workflow.__file__).resolve().parent
 configfile: WORKFLOW_DIR / "config.default.yaml"
 validate(config, WORKFLOW_DIR / "config.schema.json")
 

@@ -1,0 +1,1 @@
+"""Snakemake workflow: rule files, configuration schema, stage functions, runner."""
