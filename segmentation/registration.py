@@ -177,6 +177,7 @@ def register_rigid(
     f_img = _prepared(fixed)
     m_img = _prepared(moving)
     f_ct, m_ct = is_ct(fixed), is_ct(moving)
+    notes: list[str] = []
 
     if initial is None:
         transform, metric = _global_rigid(f_img, m_img, f_ct, m_ct, fixed_mask, try_prone_flip)
@@ -186,9 +187,9 @@ def register_rigid(
 
     if focus is not None:
         transform, metric = _local_rigid(
-            f_img, m_img, f_ct, transform, focus, radius_mm, fixed_mask
+            f_img, m_img, f_ct, transform, focus, radius_mm, fixed_mask, notes
         )
-    return _finish(fixed, moving, transform, metric, focus, radius_mm)
+    return _finish(fixed, moving, transform, metric, focus, radius_mm, notes)
 
 
 def register_phases(
@@ -211,11 +212,12 @@ def register_phases(
     f_img = _prepared(fixed)
     m_img = _prepared(moving)
     start = initial if initial is not None else sitk.Euler3DTransform()
+    notes: list[str] = []
     transform, metric = _local_rigid(
         f_img, m_img, is_ct(fixed), _as_euler(start, focus), focus,
-        float(radius_mm), None,
+        float(radius_mm), None, notes,
     )
-    return _finish(fixed, moving, transform, metric, focus, float(radius_mm))
+    return _finish(fixed, moving, transform, metric, focus, float(radius_mm), notes)
 
 
 def registration_quality(
@@ -434,8 +436,12 @@ def _local_rigid(
     focus: npt.NDArray[np.float64],
     radius_mm: float,
     fixed_mask: Volume | None,
+    qc: list[str],
 ) -> tuple[sitk.Transform, float]:
-    """Rigid refinement on a box of ±radius around the focus (fixed), MI, 2 levels."""
+    """Rigid refinement on a box of ±radius around the focus (fixed), MI, 2 levels.
+
+    When the box is too thin or empty in either image, the start transform is returned
+    unchanged and a qc note says why."""
     f_box = _crop_sitk(f_img, focus, radius_mm)
     f_box = _downsample(f_box, _LOCAL_SPACING_MM)
     m_center = np.asarray(start.TransformPoint(tuple(float(v) for v in focus)))
@@ -450,14 +456,20 @@ def _local_rigid(
         )
         body &= sitk.GetArrayFromImage(user) > 0
     tx0 = _as_euler(start, focus)
-    if body.sum() < 1000:
+    if min(f_box.GetSize()) < 8 or min(m_box.GetSize()) < 8 or body.sum() < 1000:
+        qc.append("registration doubtful: lesion box too small or outside an image, "
+                  "local refinement skipped")
         return tx0, float("nan")
     reg = _method(body, f_box, 48, 40000, 120, 3.0)
     reg.SetShrinkFactorsPerLevel([2, 1])
     reg.SetSmoothingSigmasPerLevel([1.5, 0.0])
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     reg.SetInitialTransform(tx0, inPlace=False)
-    out = reg.Execute(f_box, m_box)
+    try:
+        out = reg.Execute(f_box, m_box)
+    except RuntimeError as exc:  # e.g. too few samples mapping inside the moving box
+        qc.append(f"registration doubtful: local refinement failed ({str(exc)[-120:]})")
+        return tx0, float("nan")
     return _as_euler(out, focus), float(reg.GetMetricValue())
 
 
@@ -557,6 +569,7 @@ def _finish(
     metric: float,
     focus: npt.NDArray[np.float64] | None,
     radius_mm: float,
+    notes: list[str],
 ) -> RegistrationResult:
     f_img = _prepared(fixed)
     m_img = _prepared(moving)
@@ -566,7 +579,7 @@ def _finish(
     quality, name, covered = _quality(
         f_img, m_img, is_ct(fixed), transform, focus, radius_mm, same
     )
-    qc: list[str] = []
+    qc: list[str] = list(notes)
     threshold = QUALITY_THRESHOLDS[name]
     if quality < threshold:
         qc.append(
