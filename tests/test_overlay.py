@@ -1,0 +1,289 @@
+"""Review overlays on analytic phantoms: radiological orientation whatever the acquisition
+(supine, prone, feet-first, oblique), contours where the masks are, calipers labelled with
+their endpoint distance, fast enough for a cohort."""
+
+from __future__ import annotations
+
+import functools
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+from matplotlib.lines import Line2D
+from matplotlib.text import Text
+
+from pipeline.image import GeometryError, Volume
+from pipeline.outputs.overlay import (
+    MASK_COLOURS,
+    ReviewPanel,
+    caliper_length_mm,
+    overlay_figure,
+    render_overlay,
+)
+
+# an arbitrary lesion position, away from the origin, in patient LPS mm
+CENTRE_LPS = np.array([62.0, -18.0, 105.0])
+TUMOUR_RADIUS_MM = 12.0
+RIGHT_MARKER_LPS = CENTRE_LPS + [-30.0, 0.0, 0.0]  # patient right = −x (LPS)
+ANTERIOR_MARKER_LPS = CENTRE_LPS + [0.0, -30.0, 0.0]  # anterior = −y (LPS)
+NODULE_LPS = CENTRE_LPS + [6.0, 6.0, 0.0]
+
+SUPINE = np.eye(3)
+PRONE = np.diag([-1.0, -1.0, 1.0])  # IOP [-1,0,0, 0,-1,0]
+FEET_FIRST_SUPINE = np.diag([-1.0, 1.0, -1.0])  # IOP [-1,0,0, 0,1,0]
+
+
+def _rotation(z_deg: float, x_deg: float) -> np.ndarray:
+    a, b = np.radians(z_deg), np.radians(x_deg)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    return rz @ rx
+
+
+OBLIQUE = _rotation(25.0, 15.0)  # tilted gantry and rotated in-plane
+
+
+def phantom(
+    direction: np.ndarray,
+    *,
+    shape_kji: tuple[int, int, int] = (21, 121, 121),
+    spacing_mm: tuple[float, float, float] = (0.8, 0.8, 2.5),
+    modality: str = "CT",
+) -> tuple[Volume, dict[str, Volume]]:
+    """A CT-like patient sampled on a grid of any orientation centred on the lesion.
+
+    Body: soft tissue ellipse in fat. Tumour: a 12 mm sphere (45 HU). Bright (900 HU)
+    markers 30 mm to the patient's right and anterior of the tumour. Masks: tumour,
+    ice ball (18 mm sphere) and an enhancing 3.5 mm nodule.
+    """
+    d = np.asarray(direction, dtype=float)
+    sp = np.asarray(spacing_mm, dtype=float)
+    n_ijk = np.array(shape_kji[::-1])
+    origin = CENTRE_LPS - d @ (sp * (n_ijk - 1) / 2)
+    grid = Volume.from_geometry(np.zeros(shape_kji, np.int16), origin_lps=origin,
+                                spacing_mm=sp, direction=d, modality=modality)
+    k, j, i = np.indices(shape_kji)
+    pts = grid.index_to_lps(np.stack([i, j, k], -1).reshape(-1, 3)).reshape(*shape_kji, 3)
+    rel = pts - CENTRE_LPS
+
+    def ball(c: np.ndarray, r: float) -> np.ndarray:
+        return np.sum((pts - c) ** 2, axis=-1) < r**2
+
+    arr = np.full(shape_kji, -90.0)
+    arr[(rel[..., 0] / 70) ** 2 + (rel[..., 1] / 55) ** 2 < 1] = 30.0
+    tumour = ball(CENTRE_LPS, TUMOUR_RADIUS_MM)
+    arr[tumour] = 45.0
+    arr[ball(RIGHT_MARKER_LPS, 5.0) | ball(ANTERIOR_MARKER_LPS, 5.0)] = 900.0
+    if modality == "MR":
+        arr = arr * 3.0 + 1500.0  # arbitrary signal units
+    vol = grid.with_array(arr.astype(np.int16))
+    masks = {
+        "tumour": vol.with_array(tumour),
+        "iceball": vol.with_array(ball(CENTRE_LPS, 18.0)),
+        "enhancing": vol.with_array(ball(NODULE_LPS, 3.5)),
+    }
+    return vol, masks
+
+
+LONG_AXIS_LPS = CENTRE_LPS + np.array([[-12.0, 0.0, 0.0], [12.0, 0.0, 0.0]])
+SHORT_AXIS_LPS = CENTRE_LPS + np.array([[0.0, -12.0, 0.0], [0.0, 12.0, 0.0]])
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_phantom(direction_key: tuple[float, ...], modality: str):
+    return phantom(np.array(direction_key).reshape(3, 3), modality=modality)
+
+
+def make_panel(direction: np.ndarray = SUPINE, **changes: object) -> ReviewPanel:
+    key = tuple(float(v) for v in np.asarray(direction).reshape(-1))
+    vol, masks = _cached_phantom(key, str(changes.pop("modality", "CT")))
+    kwargs: dict = {
+        "patient_id": "P001",
+        "lesion_id": "L1",
+        "study_date": date(2024, 3, 1),
+        "role": "followup",
+        "days_since_procedure": 92,
+        "image": vol,
+        "masks": masks,
+        "long_axis_endpoints_lps": LONG_AXIS_LPS,
+        "short_axis_endpoints_lps": SHORT_AXIS_LPS,
+        "values": {"Long axis": "24.0 mm", "Short axis": "24.0 mm", "Volume": "7.24 ml"},
+        "flags": ["enhancing nodule"],
+        "modality": vol.modality,
+    }
+    kwargs.update(changes)
+    return ReviewPanel(**kwargs)
+
+
+SIZE_PX = 400
+
+
+def _image_square(png: Path) -> np.ndarray:
+    """Grey levels (0..1) of the left size×size square of the overlay PNG (the image)."""
+    rgba = imread(png)
+    assert rgba.shape[0] == SIZE_PX
+    return rgba[:, :SIZE_PX, :3].mean(axis=-1)
+
+
+def _pixel_of(point_lps: np.ndarray) -> tuple[int, int]:
+    """(row, col) where an LPS point must appear: FOV is the long-axis midpoint ± 40 mm,
+    patient right on the left (col grows with +x), anterior at the top (row grows with +y)."""
+    centre = LONG_AXIS_LPS.mean(axis=0)
+    col = (point_lps[0] - (centre[0] - 40.0)) / 80.0 * SIZE_PX
+    row = (point_lps[1] - (centre[1] - 40.0)) / 80.0 * SIZE_PX
+    return round(row), round(col)
+
+
+def _mean_around(img: np.ndarray, rc: tuple[int, int], half_px: int = 10) -> float:
+    r, c = rc
+    return float(img[r - half_px : r + half_px, c - half_px : c + half_px].mean())
+
+
+@pytest.mark.parametrize(
+    "direction", [SUPINE, PRONE, FEET_FIRST_SUPINE, OBLIQUE],
+    ids=["supine", "prone", "feet_first", "oblique"],
+)
+def test_radiological_orientation_whatever_the_acquisition(direction, tmp_path):
+    png = render_overlay(make_panel(direction), tmp_path / "o.png", size_px=SIZE_PX)
+    img = _image_square(png)
+    centre = CENTRE_LPS
+    right = _mean_around(img, _pixel_of(RIGHT_MARKER_LPS))
+    left = _mean_around(img, _pixel_of(centre + [30.0, 0.0, 0.0]))
+    anterior = _mean_around(img, _pixel_of(ANTERIOR_MARKER_LPS))
+    posterior = _mean_around(img, _pixel_of(centre + [0.0, 30.0, 0.0]))
+    # the bright marker at the patient's right is on the image left, anterior at the top
+    assert right > 0.9, right
+    assert anterior > 0.9, anterior
+    assert left < 0.5, left
+    assert posterior < 0.5, posterior
+
+
+def test_prone_and_supine_render_the_same_picture(tmp_path):
+    a = _image_square(render_overlay(make_panel(SUPINE), tmp_path / "s.png", size_px=SIZE_PX))
+    b = _image_square(render_overlay(make_panel(PRONE), tmp_path / "p.png", size_px=SIZE_PX))
+    assert np.abs(a - b).mean() < 0.01
+
+
+@pytest.mark.parametrize("direction", [SUPINE, PRONE, OBLIQUE], ids=["supine", "prone", "oblique"])
+def test_contours_are_drawn_where_the_masks_are_in_lps_mm(direction):
+    fig = overlay_figure(make_panel(direction), size_px=256)
+    ax = fig.axes[0]
+    by_colour: dict[str, list[np.ndarray]] = {}
+    for line in ax.findobj(Line2D):
+        by_colour.setdefault(str(line.get_color()), []).append(np.asarray(line.get_xydata()))
+    for name, radius in (("tumour", TUMOUR_RADIUS_MM), ("iceball", 18.0), ("enhancing", 3.5)):
+        xy = np.concatenate(by_colour[MASK_COLOURS[name]])
+        centre = NODULE_LPS if name == "enhancing" else CENTRE_LPS
+        dist = np.linalg.norm(xy - centre[:2], axis=1)
+        # voxelised sphere sampled on 0.8 mm voxels (oblique: 2.5 mm slices cut obliquely)
+        tol = 1.6 if direction is OBLIQUE else 0.7
+        assert np.abs(dist - radius).max() < tol, (name, dist.min(), dist.max())
+
+
+def test_caliper_labels_match_endpoint_distance():
+    long_axis = CENTRE_LPS + np.array([[-11.3, -4.1, 0.0], [12.2, 3.9, 0.0]])
+    short_axis = CENTRE_LPS + np.array([[2.9, -8.6, 0.0], [-2.6, 7.4, 0.0]])
+    panel = make_panel(long_axis_endpoints_lps=long_axis, short_axis_endpoints_lps=short_axis)
+    fig = overlay_figure(panel, size_px=256)
+    texts = {t.get_gid(): t.get_text() for t in fig.findobj(Text) if t.get_gid()}
+    for gid, pts in (("caliper-LA", long_axis), ("caliper-SA", short_axis)):
+        expected = float(np.linalg.norm(pts[1] - pts[0]))
+        label = texts[gid]
+        assert label.endswith(" mm")
+        assert abs(float(label.split()[1]) - expected) <= 0.05 + 1e-9, (label, expected)
+        assert abs(caliper_length_mm(pts) - expected) < 1e-12
+    # the caliper line itself joins the two endpoints
+    lines = [np.asarray(line.get_xydata()) for line in fig.axes[0].findobj(Line2D)]
+    assert any(arr.shape == (2, 2) and np.allclose(arr, long_axis[:, :2]) for arr in lines)
+    # orientation letters and scale bar present
+    assert {"orient-R", "orient-L", "orient-A", "orient-P"} <= set(texts)
+    bar = [line for line in fig.axes[0].findobj(Line2D) if line.get_gid() == "scalebar"]
+    assert len(bar) == 1 and np.isclose(np.ptp(bar[0].get_xdata()), 10.0)
+
+
+def test_enhancing_tissue_is_filled_red(tmp_path):
+    png = render_overlay(make_panel(), tmp_path / "e.png", size_px=SIZE_PX)
+    rgb = imread(png)[:, :SIZE_PX, :3]
+    r, c = _pixel_of(NODULE_LPS)
+    patch = rgb[r - 3 : r + 3, c - 3 : c + 3]
+    assert (patch[..., 0] - patch[..., 1]).mean() > 0.25  # red tint over grey tumour
+    r2, c2 = _pixel_of(CENTRE_LPS + [-6.0, 6.0, 0.0])  # tumour without nodule: grey
+    patch2 = rgb[r2 - 3 : r2 + 3, c2 - 3 : c2 + 3]
+    assert abs((patch2[..., 0] - patch2[..., 1]).mean()) < 0.05
+
+
+def test_values_and_flags_are_printed_beside_the_image():
+    panel = make_panel(values={"Long axis": "24.0 mm", "Enhancement": "+35 HU (yes)"},
+                       flags=["registration doubtful"])
+    fig = overlay_figure(panel, size_px=256)
+    text = " ".join(t.get_text() for t in fig.axes[1].findobj(Text))
+    assert "Long axis: 24.0 mm" in text
+    assert "Enhancement: +35 HU (yes)" in text
+    assert "! registration doubtful" in text
+    assert "day +92" in text
+
+
+def test_calipers_off_the_plane_are_flagged():
+    short_axis = SHORT_AXIS_LPS + [0.0, 0.0, 5.0]
+    fig = overlay_figure(make_panel(short_axis_endpoints_lps=short_axis), size_px=256)
+    text = " ".join(t.get_text() for t in fig.axes[1].findobj(Text))
+    assert "short axis caliper is 5.0 mm off" in text
+
+
+def test_mr_uses_a_percentile_window(tmp_path):
+    png = render_overlay(make_panel(modality="MR"), tmp_path / "mr.png", size_px=SIZE_PX)
+    img = _image_square(png)
+    body = _mean_around(img, _pixel_of(CENTRE_LPS + [-20.0, 20.0, 0.0]), 5)
+    marker = _mean_around(img, _pixel_of(RIGHT_MARKER_LPS), 5)
+    assert 0.05 < body < 0.95  # not saturated as a CT window on MR signal would be
+    assert marker > body + 0.3
+
+
+def test_without_calipers_the_view_centres_on_the_tumour_mask():
+    panel = make_panel(long_axis_endpoints_lps=None, short_axis_endpoints_lps=None)
+    fig = overlay_figure(panel, size_px=256)
+    left, right = fig.axes[0].get_xlim()
+    bottom, top = fig.axes[0].get_ylim()
+    assert abs((left + right) / 2 - CENTRE_LPS[0]) < 1.0
+    assert abs((top + bottom) / 2 - CENTRE_LPS[1]) < 1.0
+    assert top < bottom  # anterior (smaller y) at the top
+
+
+def test_invalid_panels_are_rejected_with_a_reason():
+    key = tuple(np.eye(3).reshape(-1))
+    vol, masks = _cached_phantom(key, "CT")
+    other, _ = _cached_phantom(tuple(PRONE.reshape(-1)), "CT")
+    with pytest.raises(GeometryError, match="mask 'tumour' not on the image grid"):
+        make_panel(masks={"tumour": other.with_array(other.array > 0)})
+    with pytest.raises(ValueError, match="unknown mask 'liver'"):
+        make_panel(masks={"liver": masks["tumour"]})
+    with pytest.raises(ValueError, match="long_axis_endpoints_lps must be a finite 2×3"):
+        make_panel(long_axis_endpoints_lps=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="modality must be CT or MR"):
+        make_panel(modality="PT")
+    with pytest.raises(ValueError):
+        make_panel(role="pre-op")
+    far = LONG_AXIS_LPS + [0.0, 0.0, 500.0]
+    with pytest.raises(GeometryError, match="does not cross the image"):
+        overlay_figure(make_panel(long_axis_endpoints_lps=far, short_axis_endpoints_lps=None))
+
+
+def test_render_is_fast_and_reproducible_on_a_full_size_volume(tmp_path):
+    shape = (80, 512, 512)
+    vol = Volume.from_geometry(np.full(shape, 30, np.int16), origin_lps=[-200, -200, 0],
+                               spacing_mm=[0.78, 0.78, 2.5], modality="CT")
+    tumour = np.zeros(shape, bool)
+    tumour[38:43, 250:280, 250:280] = True
+    panel = ReviewPanel("P", "L", date(2024, 1, 1), "baseline", -10, vol,
+                        {"tumour": vol.with_array(tumour), "iceball": vol.with_array(tumour)},
+                        None, None, {}, (), "CT")
+    render_overlay(panel, tmp_path / "warm.png", size_px=512)
+    start = time.perf_counter()
+    render_overlay(panel, tmp_path / "a.png", size_px=512)
+    elapsed = time.perf_counter() - start
+    render_overlay(panel, tmp_path / "b.png", size_px=512)
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert elapsed < 1.0, f"{elapsed:.2f} s per panel (target 0.5 s)"
