@@ -28,16 +28,20 @@ contrast ``unknown``. No information at all: ``unknown`` (an empty agent is not 
 For MR the same words give ``mr_pre`` (unenhanced) or ``mr_post`` (anything enhanced,
 including dynamic arterial/venous/delayed phases); there is no MR content check.
 
-**2. CT content** (:func:`measure_ct_content`, when ``content_check`` is on). Three
-slices (35 %, 50 %, 65 % of the stack) are decoded, converted to HU and block-averaged
-to ~2 mm pixels. In each slice the vertebral body (largest filled bone component > 200 HU
-near the midline, posterior half of the body) anchors a window anterior-left of it
-where the aorta lies. Aorta HU = median of the largest round bright (> 150 HU)
-component in that window, else (unenhanced blood has tissue density) the median of the
-soft-tissue pixels (−20…150 HU) there. Dense urine = a component > 400 HU in the kidney
-windows (30–110 mm either side of the vertebra) whose surrounding ring is enhanced
-tissue (median > 80 HU), which excludes ribs, stones in unenhanced kidneys and
-cryoprobes. The per-slice values are combined by median. Content phase:
+**2. CT content** (:func:`measure_ct_content`, when ``content_check`` is on). Five
+slices (25, 37.5, 50, 62.5, 75 % of the stack) are decoded, converted to HU and
+block-averaged to ~2 mm pixels. In each slice the vertebral body (largest filled bone
+component > 200 HU near the midline, posterior half of the body) anchors a window
+anterior-left of it where the aorta lies. Aorta HU = median of the largest round bright
+(> 150 HU) component in that window (the bright mask is first opened with a ~6 mm disc
+so renal veins joining the aorta do not spoil its roundness), else (unenhanced blood
+has tissue density) the median of the soft-tissue pixels (−20…150 HU) there. Dense
+urine = a component > 650 HU (median ≥ 750 HU) in the kidney windows (30–110 mm either
+side of the vertebra) with enhanced parenchyma (100–350 HU) making up ≥ 25 % of its
+10 mm neighbourhood; this excludes ribs, stones in unenhanced kidneys and cryoprobes.
+Slices are combined: the median of the slices where a bright round aorta was found,
+else the lowest soft-tissue estimate (a slice through an intervertebral disc has no bone
+anchor and can only raise it); dense urine in any slice counts. Content phase:
 
 - aorta < 70 HU and no dense urine → ``non_contrast``;
 - dense urine and aorta < 250 HU → ``excretory``;
@@ -279,7 +283,11 @@ def measure_ct_slice(
     window = body & ~vert & (x_mm > vx - 15) & (x_mm < vx + 45) & (y_mm > y_ant - 45) & (
         y_mm < y_ant + 5)
     aorta_hu: float | None = None
-    bright_lab, _ = ndi.label(window & (img > 150) & (img < 1000))
+    bright = window & (img > 150) & (img < 1000)
+    # Opening by a ~6 mm disc detaches thin vessels (renal veins) from the round aorta.
+    r = max(1, round(6.0 / max(pr, pc)))
+    disc = np.hypot(*np.mgrid[-r : r + 1, -r : r + 1]) <= r
+    bright_lab, _ = ndi.label(ndi.binary_opening(bright, structure=disc))
     best_area = 0.0
     for idx, sl in enumerate(ndi.find_objects(bright_lab), start=1):
         comp = bright_lab[sl] == idx
@@ -292,20 +300,23 @@ def measure_ct_slice(
     if aorta_hu is None:
         soft = window & (img > -20) & (img < 150)
         if soft.sum() * px_area < 100:
-            return None, False, "no soft tissue anterior to the vertebra"
+            return None, False, "no aorta found anterior to the vertebra"
         aorta_hu = float(np.median(img[soft]))
         note = "aorta: soft-tissue median anterior-left of the vertebra"
 
     kidney_win = body & ~vert & (np.abs(x_mm - vx) > 30) & (np.abs(x_mm - vx) < 110) & (
         y_mm > y_ant - 60) & (y_mm < y_ant + 60)
-    dense_lab, _ = ndi.label(kidney_win & (img > 400))
+    dense_lab, _ = ndi.label(kidney_win & (img > 650))
     dense = False
+    near = max(1, round(10.0 / max(pr, pc)))
     for idx in range(1, int(dense_lab.max()) + 1):
         comp = dense_lab == idx
-        if comp.sum() * px_area < 12:
+        if comp.sum() * px_area < 12 or float(np.median(img[comp])) < 750:
             continue
-        ring = ndi.binary_dilation(comp, iterations=2) & ~comp & body & (img < 400)
-        if ring.any() and float(np.median(img[ring])) > 80:
+        # Urine sits in an enhanced kidney: enhanced parenchyma (100–350 HU) within ~10 mm.
+        # Ribs (muscle/fat around), stones and probes in unenhanced kidneys fail this.
+        ring = ndi.binary_dilation(comp, iterations=near) & ~comp & body
+        if ring.any() and float(np.mean((img[ring] > 100) & (img[ring] < 350))) >= 0.25:
             dense = True
             break
     return aorta_hu, dense, note
@@ -313,8 +324,15 @@ def measure_ct_slice(
 
 def measure_ct_content(slices: Sequence[tuple[npt.NDArray[Any], Sequence[float],
                                               Sequence[float]]]) -> ContentMeasure:
-    """Combine :func:`measure_ct_slice` over a few slices (HU, PixelSpacing, IOP)."""
-    values: list[float] = []
+    """Combine :func:`measure_ct_slice` over a few slices (HU, PixelSpacing, IOP).
+
+    Slices where a bright round aorta was found are trusted first (median of them);
+    otherwise the *lowest* soft-tissue estimate is used, because a slice through an
+    intervertebral disc (no bone to anchor on) can only raise that estimate (disc ~80 HU).
+    Dense urine in any slice counts.
+    """
+    bright: list[float] = []
+    soft: list[float] = []
     dense_votes = 0
     notes: list[str] = []
     with warnings.catch_warnings():
@@ -323,13 +341,18 @@ def measure_ct_content(slices: Sequence[tuple[npt.NDArray[Any], Sequence[float],
             aorta, dense, note = measure_ct_slice(hu, spacing, iop)
             notes.append(note)
             if aorta is not None:
-                values.append(aorta)
+                (bright if "bright" in note else soft).append(aorta)
                 dense_votes += int(dense)
-    if not values:
+    n = len(bright) + len(soft)
+    if n == 0:
         return ContentMeasure(None, False, len(slices), "content not measurable: "
                               + (sorted(set(notes))[0] if notes else "no slices"))
-    return ContentMeasure(float(np.median(values)), dense_votes * 2 > len(values) or (
-        dense_votes >= 1 and len(values) <= 2), len(values), notes[0])
+    if bright:
+        return ContentMeasure(float(np.median(bright)), dense_votes >= 1, n,
+                              f"aorta: bright round component in {len(bright)}/{len(slices)} "
+                              "slices")
+    return ContentMeasure(float(min(soft)), dense_votes >= 1, n,
+                          f"aorta: lowest soft-tissue estimate of {len(soft)} slices")
 
 
 def combine_phase(header: PhaseCall, content: ContentMeasure | None, text: str) -> PhaseCall:

@@ -10,7 +10,8 @@ A UID is split into parts when its instances mix:
 1. SOP classes, orientations (ImageOrientationPatient differing by > 1e-3), image sizes
    (Rows × Columns) or MR echo numbers; then
 2. acquisitions: when a part has duplicate slice positions and splitting it by
-   AcquisitionNumber gives parts with no duplicate positions (repeated volumes).
+   AcquisitionNumber gives parts of ≥ 2 instances with no duplicate positions (repeated
+   volumes; single slices at one position stay together as a "not a volume" series).
 
 ``series_key`` is the UID for an unsplit series. When split, the largest part (ties: the
 lowest InstanceNumber) keeps the plain UID and the others are ``UID_2``, ``UID_3``, ... in
@@ -105,7 +106,9 @@ def _split_by_acquisition(records: list[dict[str, Any]]) -> list[tuple[list[dict
     by_acq: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for rec in records:
         by_acq[rec["acquisition_number"]].append(rec)
-    if len(by_acq) < 2 or any(_has_duplicates(part) for part in by_acq.values()):
+    if len(by_acq) < 2 or any(
+        len(part) < 2 or _has_duplicates(part) for part in by_acq.values()
+    ):
         return [(records, "")]
     return [(part, "repeated acquisitions") for part in by_acq.values()]
 

@@ -74,7 +74,7 @@ INSTANCE_COLUMNS = (
     "instance_number", "acquisition_number", "position_mm", "ipp_x_mm", "ipp_y_mm",
     "ipp_z_mm", "number_of_frames", "rows", "columns", "transfer_syntax",
 )
-_CONTENT_FRACTIONS = (0.35, 0.5, 0.65)
+_CONTENT_FRACTIONS = (0.25, 0.375, 0.5, 0.625, 0.75)
 
 
 @dataclass
