@@ -27,9 +27,9 @@ from pipeline.outputs.overlay import (
 # an arbitrary lesion position, away from the origin, in patient LPS mm
 CENTRE_LPS = np.array([62.0, -18.0, 105.0])
 TUMOUR_RADIUS_MM = 12.0
-RIGHT_MARKER_LPS = CENTRE_LPS + [-30.0, 0.0, 0.0]  # patient right = −x (LPS)
-ANTERIOR_MARKER_LPS = CENTRE_LPS + [0.0, -30.0, 0.0]  # anterior = −y (LPS)
-NODULE_LPS = CENTRE_LPS + [6.0, 6.0, 0.0]
+RIGHT_MARKER_LPS = CENTRE_LPS + np.array([-30.0, 0.0, 0.0])  # patient right = −x (LPS)
+ANTERIOR_MARKER_LPS = CENTRE_LPS + np.array([0.0, -30.0, 0.0])  # anterior = −y (LPS)
+NODULE_LPS = CENTRE_LPS + np.array([6.0, 6.0, 0.0])
 
 SUPINE = np.eye(3)
 PRONE = np.diag([-1.0, -1.0, 1.0])  # IOP [-1,0,0, 0,-1,0]
@@ -151,9 +151,9 @@ def test_radiological_orientation_whatever_the_acquisition(direction, tmp_path):
     img = _image_square(png)
     centre = CENTRE_LPS
     right = _mean_around(img, _pixel_of(RIGHT_MARKER_LPS))
-    left = _mean_around(img, _pixel_of(centre + [30.0, 0.0, 0.0]))
+    left = _mean_around(img, _pixel_of(centre + np.array([30.0, 0.0, 0.0])))
     anterior = _mean_around(img, _pixel_of(ANTERIOR_MARKER_LPS))
-    posterior = _mean_around(img, _pixel_of(centre + [0.0, 30.0, 0.0]))
+    posterior = _mean_around(img, _pixel_of(centre + np.array([0.0, 30.0, 0.0])))
     # the bright marker at the patient's right is on the image left, anterior at the top
     assert right > 0.9, right
     assert anterior > 0.9, anterior
@@ -210,7 +210,7 @@ def test_enhancing_tissue_is_filled_red(tmp_path):
     r, c = _pixel_of(NODULE_LPS)
     patch = rgb[r - 3 : r + 3, c - 3 : c + 3]
     assert (patch[..., 0] - patch[..., 1]).mean() > 0.25  # red tint over grey tumour
-    r2, c2 = _pixel_of(CENTRE_LPS + [-6.0, 6.0, 0.0])  # tumour without nodule: grey
+    r2, c2 = _pixel_of(CENTRE_LPS + np.array([-6.0, 6.0, 0.0]))  # tumour without nodule: grey
     patch2 = rgb[r2 - 3 : r2 + 3, c2 - 3 : c2 + 3]
     assert abs((patch2[..., 0] - patch2[..., 1]).mean()) < 0.05
 
@@ -227,7 +227,7 @@ def test_values_and_flags_are_printed_beside_the_image():
 
 
 def test_calipers_off_the_plane_are_flagged():
-    short_axis = SHORT_AXIS_LPS + [0.0, 0.0, 5.0]
+    short_axis = SHORT_AXIS_LPS + np.array([0.0, 0.0, 5.0])
     fig = overlay_figure(make_panel(short_axis_endpoints_lps=short_axis), size_px=256)
     text = " ".join(t.get_text() for t in fig.axes[1].findobj(Text))
     assert "short axis caliper is 5.0 mm off" in text
@@ -236,7 +236,7 @@ def test_calipers_off_the_plane_are_flagged():
 def test_mr_uses_a_percentile_window(tmp_path):
     png = render_overlay(make_panel(modality="MR"), tmp_path / "mr.png", size_px=SIZE_PX)
     img = _image_square(png)
-    body = _mean_around(img, _pixel_of(CENTRE_LPS + [-20.0, 20.0, 0.0]), 5)
+    body = _mean_around(img, _pixel_of(CENTRE_LPS + np.array([-20.0, 20.0, 0.0])), 5)
     marker = _mean_around(img, _pixel_of(RIGHT_MARKER_LPS), 5)
     assert 0.05 < body < 0.95  # not saturated as a CT window on MR signal would be
     assert marker > body + 0.3
@@ -254,7 +254,7 @@ def test_without_calipers_the_view_centres_on_the_tumour_mask():
 
 def test_invalid_panels_are_rejected_with_a_reason():
     key = tuple(np.eye(3).reshape(-1))
-    vol, masks = _cached_phantom(key, "CT")
+    _vol, masks = _cached_phantom(key, "CT")
     other, _ = _cached_phantom(tuple(PRONE.reshape(-1)), "CT")
     with pytest.raises(GeometryError, match="mask 'tumour' not on the image grid"):
         make_panel(masks={"tumour": other.with_array(other.array > 0)})
@@ -266,7 +266,7 @@ def test_invalid_panels_are_rejected_with_a_reason():
         make_panel(modality="PT")
     with pytest.raises(ValueError):
         make_panel(role="pre-op")
-    far = LONG_AXIS_LPS + [0.0, 0.0, 500.0]
+    far = LONG_AXIS_LPS + np.array([0.0, 0.0, 500.0])
     with pytest.raises(GeometryError, match="does not cross the image"):
         overlay_figure(make_panel(long_axis_endpoints_lps=far, short_axis_endpoints_lps=None))
 

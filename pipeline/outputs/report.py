@@ -1,0 +1,398 @@
+"""The radiologist review report: static HTML that opens from disk (file://), no server.
+
+Layout written by :func:`write_report`::
+
+    out_dir/index.html                 cohort: rates, Kaplan–Meier curve, one row per lesion
+    out_dir/patients/<patient>.html    per lesion: flags, size over time, one panel per study
+    out_dir/img/*.png                  overlays and charts
+
+Pages link to each other and to their images with relative links only; the CSS
+(``report_assets/report.css``) is inlined, there is no JavaScript (the "needs review"
+filter is a CSS checkbox), and nothing is fetched from elsewhere. The same inputs give
+the same bytes: nothing time-dependent is written unless it comes from ``run_info``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.assessment.cohort import CohortSummary
+from pipeline.assessment.records import LesionOutcome, LesionTimepoint, Role
+from pipeline.outputs.overlay import MASK_COLOURS, MASK_LABELS, ReviewPanel, render_overlay
+from pipeline.outputs.report_html import (
+    NA,
+    badge,
+    bullet_list,
+    esc,
+    fmt_days,
+    fmt_hu,
+    fmt_ml,
+    fmt_mm,
+    fmt_pct,
+    keyvals,
+    page,
+    run_info_html,
+    table,
+)
+from pipeline.outputs.report_plots import km_png, size_over_time_png
+
+__all__ = ["write_report", "report_slug"]
+
+_ROLE_ORDER = {Role.BASELINE: 0, Role.INTRAPROCEDURAL: 1, Role.FOLLOWUP: 2}
+
+
+def report_slug(text: str) -> str:
+    """A file-name-safe, URL-safe form of an identifier (``[A-Za-z0-9_-]``).
+
+    Identifiers that are not already safe get a short hash of the original appended, so
+    two different identifiers never share a file (``P/1`` and ``P_1`` differ).
+    """
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")
+    if safe != text or not safe:
+        digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+        safe = f"{safe or 'id'}-{digest}"
+    return safe
+
+
+@dataclass
+class _Lesion:
+    patient_id: str
+    lesion_id: str
+    outcome: LesionOutcome | None = None
+    timepoints: list[LesionTimepoint] = field(default_factory=list)
+    panels: list[ReviewPanel] = field(default_factory=list)
+
+    @property
+    def needs_review(self) -> bool:
+        return self.outcome is None or self.outcome.needs_review
+
+    @property
+    def reasons(self) -> list[str]:
+        if self.outcome is None:
+            return ["no outcome computed"]
+        return list(self.outcome.review_reasons)
+
+    @property
+    def anchor(self) -> str:
+        return "lesion-" + report_slug(self.lesion_id)
+
+
+def _collect(outcomes: Sequence[LesionOutcome], timepoints: Sequence[LesionTimepoint],
+             panels: Sequence[ReviewPanel]) -> dict[tuple[str, str], _Lesion]:
+    lesions: dict[tuple[str, str], _Lesion] = {}
+
+    def get(pid: str, lid: str) -> _Lesion:
+        return lesions.setdefault((pid, lid), _Lesion(pid, lid))
+
+    for o in outcomes:
+        les = get(o.patient_id, o.lesion_id)
+        if les.outcome is not None:
+            raise ValueError(f"write_report: two outcomes for lesion {o.patient_id}/{o.lesion_id}")
+        les.outcome = o
+    for tp in timepoints:
+        get(tp.patient_id, tp.lesion_id).timepoints.append(tp)
+    for p in panels:
+        get(p.patient_id, p.lesion_id).panels.append(p)
+    for les in lesions.values():
+        les.timepoints.sort(key=lambda t: (t.days_since_procedure, _ROLE_ORDER[t.role],
+                                           t.study_instance_uid))
+        les.panels.sort(key=lambda p: (p.days_since_procedure, p.study_date,
+                                       _ROLE_ORDER[p.role], p.study_instance_uid, p.modality))
+    return dict(sorted(lesions.items()))
+
+
+def _write_text_atomic(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR chunk."""
+    with path.open("rb") as fh:
+        head = fh.read(24)
+    if head[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError(f"not a PNG: {path}")
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def _img(out_dir: Path, png: Path, rel_from: str, alt: str) -> str:
+    width, height = _png_size(png)
+    src = rel_from + png.relative_to(out_dir).as_posix()
+    return (f'<img src="{esc(src)}" width="{width}" height="{height}" alt="{esc(alt)}" '
+            f'loading="eager">')
+
+
+# ------------------------------------------------------------------------- cells
+def _enhancing_badge(value: str) -> str:
+    css = {"yes": "bad", "no": "ok", "equivocal": "warn"}.get(value, "na")
+    return f'<span class="badge {css}">{esc(value.replace("_", " "))}</span>'
+
+
+def _review_cell(les: _Lesion) -> str:
+    if not les.needs_review:
+        return '<span class="badge ok">ok</span>'
+    return '<span class="badge warn">needs review</span>' + bullet_list(les.reasons)
+
+
+def _outcome_badges(o: LesionOutcome | None) -> dict[str, str]:
+    if o is None:
+        return {}
+    return {
+        "Oncologic success": badge(o.success, true_text="success", false_text="failure",
+                                   na_text="not assessable"),
+        "Enhancement on follow-up": badge(o.no_enhancement, true_text="none",
+                                          false_text="enhancing", na_text="not assessable"),
+        "Size decrease": badge(o.size_decrease, true_text="yes", false_text="no"),
+        "Technical success": badge(o.technical_success, true_text="yes", false_text="no",
+                                   na_text="not assessable"),
+        "Residual tumour": badge(o.residual_tumour, true_text="residual", false_text="no",
+                                 true_good=False),
+        "Local progression": badge(o.local_progression, true_text="progression",
+                                   false_text="no", true_good=False),
+    }
+
+
+# ------------------------------------------------------------------------- index
+def _index_rows(lesions: list[_Lesion], patient_file: Mapping[str, str]) -> list:
+    rows = []
+    for les in lesions:
+        o = les.outcome
+        link = f"patients/{patient_file[les.patient_id]}#{les.anchor}"
+        b = _outcome_badges(o)
+        cells = [
+            ("", f'<a href="{esc(link)}">{esc(les.patient_id)}</a>'),
+            ("", f'<a href="{esc(link)}">{esc(les.lesion_id)}</a>'),
+            ("", esc(o.procedure_date.isoformat()) if o else NA),
+            ("num", esc(fmt_mm(o.baseline_long_axis_mm)) if o else NA),
+            ("num", esc(fmt_days(o.last_followup_days)) if o else NA),
+            ("num", esc(fmt_mm(o.last_followup_long_axis_mm)) if o else NA),
+            ("num", esc(fmt_pct(o.size_change_pct, signed=True)) if o else NA),
+            ("", b.get("Enhancement on follow-up", NA)),
+            ("", b.get("Oncologic success", NA)),
+            ("", b.get("Technical success", NA)),
+            ("num", esc(fmt_mm(o.min_margin_mm)) if o else NA),
+            ("", b.get("Residual tumour", NA)),
+            ("", b.get("Local progression", NA)),
+            ("reasons", _review_cell(les)),
+        ]
+        rows.append(("review" if les.needs_review else "ok", cells))
+    return rows
+
+
+_INDEX_HEADER = (
+    "Patient", "Lesion", "Procedure", "Baseline long axis", "Last follow-up",
+    "Last long axis", "Size change", "Enhancement", "Success", "Technical success",
+    "Min margin", "Residual", "Progression", "Review",
+)
+
+
+def _rate_card(label: str, n: int, total: int, rate: float | None) -> str:
+    value = "n/a" if rate is None else f"{100 * rate:.0f} %"
+    return (f'<div class="card"><div class="num">{esc(value)}</div>'
+            f'<div class="lab">{esc(label)}: {n} / {total} assessable lesions</div></div>')
+
+
+def _index_html(lesions: list[_Lesion], cohort: CohortSummary, patient_file: Mapping[str, str],
+                km_img: str, run_info: Mapping[str, str]) -> str:
+    ordered = sorted(lesions, key=lambda les: (not les.needs_review, les.patient_id,
+                                                les.lesion_id))
+    n_review = sum(les.needs_review for les in lesions)
+    cards = "".join([
+        f'<div class="card"><div class="num">{cohort.n_lesions}</div>'
+        f'<div class="lab">treated lesions, {len(patient_file)} patients</div></div>',
+        _rate_card("Oncologic success", cohort.n_success, cohort.n_success_assessable,
+                   cohort.success_rate),
+        _rate_card("Technical success", cohort.n_technical_success,
+                   cohort.n_technical_assessable, cohort.technical_success_rate),
+        f'<div class="card{" warn" if n_review else ""}"><div class="num">{n_review}</div>'
+        f'<div class="lab">lesions need review (listed first)</div></div>',
+    ])
+    km = (f'<div class="km">{km_img}</div>' if km_img else
+          '<p class="muted">No follow-up yet: no Kaplan–Meier curve.</p>')
+    filter_box = (
+        '<input type="checkbox" id="only-review">'
+        f'<label class="filter-box" for="only-review"> show only the {n_review} lesions that '
+        "need review</label>\n"
+    )
+    body = (
+        f'<h2>Cohort</h2><div class="cards">{cards}</div>\n'
+        f"<h2>Local tumour control</h2>{km}\n"
+        f'<h2>Lesions</h2>\n<section class="lesions">{filter_box}'
+        + table(_INDEX_HEADER, _index_rows(ordered, patient_file), "lesions")
+        + "</section>"
+    )
+    header = "<h1>Cryoablation review: cohort</h1>" + run_info_html(run_info)
+    return page("cryotrack review: cohort", body, header_html=header)
+
+
+# ------------------------------------------------------------------------- patient
+_TP_HEADER = (
+    "Date", "Day", "Role", "Modality", "Long axis", "Short axis", "3D max", "Volume",
+    "Enh. ΔHU", "Enh. %", "Enhancing", "Ice ball long", "Ice ball short", "Ice ball vol.",
+    "Min margin", "Coverage", "QC",
+)
+
+
+def _timepoint_rows(tps: list[LesionTimepoint]) -> list:
+    rows = []
+    for t in tps:
+        cells = [
+            ("", esc(t.study_date.isoformat())),
+            ("num", esc(f"{t.days_since_procedure:+d}")),
+            ("", esc(t.role.value)),
+            ("", esc(t.modality)),
+            ("num", esc(fmt_mm(t.long_axis_mm))),
+            ("num", esc(fmt_mm(t.short_axis_mm))),
+            ("num", esc(fmt_mm(t.max_3d_diameter_mm))),
+            ("num", esc(fmt_ml(t.volume_ml))),
+            ("num", esc(fmt_hu(t.enhancement_hu))),
+            ("num", esc(fmt_pct(t.enhancement_pct, signed=True))),
+            ("", _enhancing_badge(t.enhancing) if t.role is Role.FOLLOWUP or
+             t.enhancing != "not_assessable" else NA),
+            ("num", esc(fmt_mm(t.iceball_long_axis_mm))),
+            ("num", esc(fmt_mm(t.iceball_short_axis_mm))),
+            ("num", esc(fmt_ml(t.iceball_volume_ml))),
+            ("num", esc(fmt_mm(t.min_margin_mm))),
+            ("num", esc(fmt_pct(t.tumour_coverage_pct))),
+            ("reasons", bullet_list(t.qc)),
+        ]
+        rows.append(("review" if t.qc else "", cells))
+    return rows
+
+
+def _panel_html(panel: ReviewPanel, img_html: str) -> str:
+    title = (f"{panel.study_date.isoformat()} · {panel.role.value} · "
+             f"day {panel.days_since_procedure:+d} · {panel.modality}")
+    return (
+        f'<figure class="panel">{img_html}<figcaption><h4>{esc(title)}</h4>'
+        + keyvals(panel.values.items())
+        + bullet_list(list(panel.flags), "flags")
+        + "</figcaption></figure>"
+    )
+
+
+def _lesion_html(les: _Lesion, size_img: str, panel_imgs: list[str]) -> str:
+    o = les.outcome
+    parts = [f'<section class="lesion{" review" if les.needs_review else ""}" '
+             f'id="{esc(les.anchor)}">',
+             f"<h2>Lesion {esc(les.lesion_id)}"
+             + (f" · procedure {esc(o.procedure_date.isoformat())}" if o else "") + "</h2>"]
+    if les.needs_review:
+        parts.append('<div class="review-box"><h3>Needs review</h3>'
+                     + bullet_list(les.reasons) + "</div>")
+    facts: list[tuple[str, str]] = list(_outcome_badges(o).items())
+    if o is not None:
+        facts += [
+            ("Baseline tumour long axis", esc(fmt_mm(o.baseline_long_axis_mm))),
+            ("Last follow-up", esc(fmt_days(o.last_followup_days))),
+            ("Last follow-up long axis", esc(fmt_mm(o.last_followup_long_axis_mm))),
+            ("Size change", esc(fmt_pct(o.size_change_pct, signed=True))),
+            ("Minimal ablative margin", esc(fmt_mm(o.min_margin_mm))),
+            ("Ice ball long axis", esc(fmt_mm(o.iceball_long_axis_mm))),
+        ]
+        if o.progression_days is not None:
+            facts.append(("Failure of local control seen", esc(fmt_days(o.progression_days))))
+    plot = f'<div class="plot">{size_img}</div>' if size_img else ""
+    parts.append(f'<div class="lesion-top">{keyvals(facts, raw_values=True)}{plot}</div>')
+    if les.timepoints:
+        parts.append("<h3>Measurements</h3>"
+                     + table(_TP_HEADER, _timepoint_rows(les.timepoints), "timepoints"))
+    parts.append("<h3>Studies</h3>")
+    if not les.panels:
+        parts.append('<p class="muted">No overlay available for this lesion.</p>')
+    for panel, img_html in zip(les.panels, panel_imgs, strict=True):
+        parts.append(_panel_html(panel, img_html))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _legend_html() -> str:
+    spans = "".join(
+        f'<span><i style="background:{MASK_COLOURS[k]}"></i>{esc(MASK_LABELS[k])}</span>'
+        for k in ("tumour", "iceball", "ablation_zone", "enhancing")
+    )
+    return f'<p class="legend">Overlay colours: {spans}</p>'
+
+
+def _patient_html(patient_id: str, sections: list[str], run_info: Mapping[str, str]) -> str:
+    header = ('<p><a href="../index.html">← cohort overview</a></p>'
+              f"<h1>Patient {esc(patient_id)}</h1>" + run_info_html(run_info))
+    body = _legend_html() + "\n" + "\n".join(sections)
+    return page(f"cryotrack review: patient {patient_id}", body, header_html=header)
+
+
+# ------------------------------------------------------------------------- entry point
+def write_report(
+    out_dir: Path,
+    *,
+    outcomes: Sequence[LesionOutcome],
+    timepoints: Sequence[LesionTimepoint],
+    panels: Sequence[ReviewPanel],
+    cohort: CohortSummary,
+    run_info: Mapping[str, str],
+    size_px: int = 512,
+) -> Path:
+    """Write the review report under ``out_dir``; return ``out_dir/index.html``.
+
+    Lesions come from the union of ``outcomes``, ``timepoints`` and ``panels`` (a lesion
+    without an outcome is listed as needing review). Overlays are rendered with
+    :func:`~pipeline.outputs.overlay.render_overlay` at ``size_px``.
+    """
+    out_dir = Path(out_dir)
+    img_dir = out_dir / "img"
+    lesions = _collect(outcomes, timepoints, panels)
+
+    patient_file: dict[str, str] = {}
+    used: dict[str, str] = {}
+    for pid, _lid in lesions:
+        if pid in patient_file:
+            continue
+        slug = report_slug(pid)
+        if slug.lower() in used:  # case-insensitive file systems
+            slug = f"{slug}-{hashlib.sha1(pid.encode('utf-8')).hexdigest()[:8]}"
+        used[slug.lower()] = pid
+        patient_file[pid] = f"{slug}.html"
+
+    km_img = ""
+    if cohort.local_control is not None:
+        png = km_png(cohort.local_control, img_dir / "km.png")
+        km_img = _img(out_dir, png, "", "Kaplan–Meier curve of local tumour control")
+
+    by_patient: dict[str, list[str]] = {}
+    for (pid, lid), les in lesions.items():
+        stem = f"{patient_file[pid][:-5]}__{report_slug(lid)}"
+        size_img = ""
+        if any(t.long_axis_mm is not None or t.iceball_long_axis_mm is not None
+               for t in les.timepoints):
+            png = size_over_time_png(les.timepoints, img_dir / f"{stem}__size.png")
+            size_img = _img(out_dir, png, "../", f"size over time, lesion {lid}")
+        panel_imgs = []
+        for n, panel in enumerate(les.panels):
+            name = (f"{stem}__{panel.study_date.strftime('%Y%m%d')}_{panel.role.value}"
+                    f"_{n:02d}.png")
+            png = render_overlay(panel, img_dir / name, size_px=size_px)
+            panel_imgs.append(_img(out_dir, png, "../", f"{panel.role.value} "
+                                   f"{panel.study_date.isoformat()}, lesion {lid}"))
+        by_patient.setdefault(pid, []).append(_lesion_html(les, size_img, panel_imgs))
+
+    for pid, sections in by_patient.items():
+        _write_text_atomic(out_dir / "patients" / patient_file[pid],
+                           _patient_html(pid, sections, run_info))
+    return _write_text_atomic(
+        out_dir / "index.html",
+        _index_html(list(lesions.values()), cohort, patient_file, km_img, run_info),
+    )
