@@ -156,13 +156,16 @@ def _check_steps(
     series: str,
     gap_policy: str,
     qc: list[str],
-) -> float | None:
-    """The even step (mm), or None when the stack must be resampled to the smallest step."""
+) -> tuple[float, bool]:
+    """(slice step in mm, whether the stack must be resampled onto that step).
+
+    An uneven stack is resampled onto the smallest step, shrunk a little so that the
+    first and last acquired slices stay exactly on the grid."""
     steps = np.diff(t)
     median = float(np.median(steps))
     tolerance = max(_STEP_TOLERANCE_MM, _STEP_TOLERANCE_REL * median)
     if float(steps.max() - steps.min()) <= tolerance:
-        return float((t[-1] - t[0]) / (len(t) - 1))
+        return float((t[-1] - t[0]) / (len(t) - 1)), False
     jump = int(np.flatnonzero(np.abs(steps - steps[0]) > tolerance)[0])
     before, after = frames[jump], frames[jump + 1]
     detail = (
@@ -175,11 +178,13 @@ def _check_steps(
             series,
             f"uneven slice spacing {_fmt(steps.min())}–{_fmt(steps.max())} mm: {detail}",
         )
+    n_out = int(np.ceil((t[-1] - t[0]) / float(steps.min()) - 1e-6)) + 1
+    step = float(t[-1] - t[0]) / (n_out - 1)
     qc.append(
         f"uneven slice spacing {_fmt(steps.min())}–{_fmt(steps.max())} mm resampled to "
-        f"{_fmt(steps.min())} mm ({detail})"
+        f"{_fmt(step)} mm ({detail})"
     )
-    return None
+    return step, True
 
 
 def load_series(
@@ -222,15 +227,18 @@ def load_series(
     modality = str(first.get("Modality", ""))
     qc: list[str] = []
     _check_consistent(frames, series)
-    row_dir, col_dir, normal = row_col_normal(frames[0].orientation)
+    try:
+        row_dir, col_dir, normal = row_col_normal(frames[0].orientation)
+    except ValueError as exc:
+        raise MissingTagError(frames[0].where, f"invalid ImageOrientationPatient: {exc}") from exc
     frames, t = _sort_and_dedupe(frames, normal, series, qc)
     row_spacing, col_spacing = frames[0].pixel_spacing_mm
     positions = np.array([f.position_lps for f in frames])
 
     if len(frames) == 1:
-        step = _single_slice_spacing(frames[0], series)
+        step, uneven = _single_slice_spacing(frames[0], series), False
     else:
-        step = _check_steps(t, frames, series, gap_policy, qc)
+        step, uneven = _check_steps(t, frames, series, gap_policy, qc)
     rel = positions - positions[0]
     drift_px = max(
         float(np.max(np.abs(rel @ row_dir))) / col_spacing,
@@ -246,11 +254,7 @@ def load_series(
         )
 
     array = _stack(frames)
-    origin = positions[0]
-    if step is None:  # uneven spacing, policy resample
-        step = float(np.diff(t).min())
-        array, positions, t = even_out_spacing(array, positions, t, step)
-    if tilted:
+    if tilted:  # first move each acquired slice in its plane (fewer slices to resample)
         array, origin = deshear_slices(
             array,
             positions,
@@ -259,9 +263,11 @@ def load_series(
             (row_spacing, col_spacing),
             _FILL_VALUE.get(modality, 0.0),
         )
+        positions = origin + (t - t[0])[:, None] * normal
         qc.append(f"gantry tilt {tilt_deg:.1f}° resampled to orthogonal grid")
-    else:
-        origin = positions[0]
+    if uneven:  # policy resample: interpolate along the normal
+        array, positions, t = even_out_spacing(array, positions, t, step)
+    origin = positions[0]
 
     volume = Volume.from_geometry(
         array,

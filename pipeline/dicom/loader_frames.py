@@ -78,12 +78,8 @@ def _spacing(value: Any, where: str) -> tuple[float, float]:
 
 
 def _orientation(value: Any, where: str) -> npt.NDArray[np.float64]:
-    iop = _floats(value, 6, "ImageOrientationPatient", where)
-    try:
-        row_col_normal(iop)
-    except ValueError as exc:
-        raise MissingTagError(where, f"invalid ImageOrientationPatient: {exc}") from exc
-    return iop
+    """The 6 IOP values (validated once per series by the loader, not per frame)."""
+    return _floats(value, 6, "ImageOrientationPatient", where)
 
 
 def _rescale(item: Any) -> tuple[float, float]:
@@ -163,7 +159,10 @@ def _mosaic(ds: Dataset, where: str) -> list[Frame]:
     )
     if slice_step is None:
         raise MissingTagError(where, "mosaic has neither SpacingBetweenSlices nor SliceThickness")
-    row_dir, col_dir, normal = row_col_normal(iop)
+    try:
+        row_dir, col_dir, normal = row_col_normal(iop)
+    except ValueError as exc:
+        raise MissingTagError(where, f"invalid ImageOrientationPatient: {exc}") from exc
     if normal_csa.shape != (3,) or np.linalg.norm(normal_csa) < 0.5:
         normal_csa = normal
     normal_csa = normal_csa / np.linalg.norm(normal_csa)
