@@ -8,14 +8,15 @@ ProtocolName + ImageComments, lower-cased, matched as whole words:
 
 - unenhanced: ``nativ(e)``, ``sans``, ``plain``, ``nc``, ``w/o``, ``wo``, ``pre``,
   ``precontrast``, ``unenhanced``, ``non(-)contrast``, ``ohne (km)``, ``senza``, ``sin``,
-  ``leer``, ``c-``;
+  ``leer``, ``c-``, ``without``; a negated enhanced word ("ohne KM", "sans injection",
+  "w/o contrast", "no contrast") counts as unenhanced;
 - arterial / corticomedullary: ``art``, ``arterial``, ``arteriell(e)``, ``artériel``,
   ``cortico…``, ``cmp``, ``early``, ``angio``, ``cta``;
 - nephrographic / portal venous: ``nephro…``, ``néphro…``, ``portal(e)``, ``pv``, ``pvp``,
   ``vp``, ``ven…`` (venous, venös, veineux), ``parench…``;
 - excretory: ``delay(ed)``, ``excret…``, ``excrét…``, ``urogr…``, ``uro``, ``spät``,
   ``tardif/tardive``, ``late``, ``ausscheid…``, ``pyelo…``;
-- enhanced, phase not said: ``c+``, ``+c``, ``km``, ``mit``, ``avec``, ``with``, ``w/``,
+- enhanced, phase not said: ``c+``, ``+c``, ``km``, ``mit``, ``avec``, ``with``, ``w``, ``w/``,
   ``contrast``, ``kontrast``, ``post``, ``gad…``, ``gd``, ``ce``, ``con``, ``enh…``, ``iv``,
   ``mdc``.
 
@@ -90,7 +91,7 @@ def _words(*patterns: str) -> re.Pattern[str]:
 
 _NONCON = _words(r"nativ\w*", "sans", "plain", "nc", "w/o", "wo", "pre", r"pre-?contrast",
                  "unenhanced", r"non[- ]?contrast", r"non[- ]?enhanced", "ohne", "senza", "sin",
-                 "leer", "c-", "noncon")
+                 "leer", "c-", "noncon", "without")
 _ARTERIAL = _words(r"art", r"arterial\w*", r"arteriell\w*", r"art[ée]riel\w*", r"cortico\w*",
                    "cmp", "early", r"angio\w*", "cta")
 _NEPHRO = _words(r"nephro\w*", r"n[ée]phro\w*", r"portal\w*", "pv", "pvp", "vp", r"ven\w*",
@@ -98,8 +99,12 @@ _NEPHRO = _words(r"nephro\w*", r"n[ée]phro\w*", r"portal\w*", "pv", "pvp", "vp"
 _EXCRET = _words(r"delay\w*", r"excret\w*", r"excr[ée]t\w*", r"urogr\w*", "uro", r"sp[äa]e?t\w*",
                  r"tardi\w*", "late", r"ausscheid\w*", r"pyelo\w*")
 # "c+" / "+c" end in a non-word character: they need their own boundaries.
-_ENH = re.compile(r"(?<![a-z0-9])(?:km|mit|avec|with|w/|contrast\w*|kontrast\w*|post\w*|gad\w*"
-                  r"|gd|ce|con|enh\w*|iv|mdc)(?![a-z0-9])|c\+|\+c")
+_ENH = re.compile(r"(?<![a-z0-9])(?:km|mit|avec|with|w(?!/o)|w/(?!o)|contrast\w*"
+                  r"|kontrast\w*|post\w*|gad\w*|gd|ce|con|enh\w*|iv|mdc)(?![a-z0-9])|c\+|\+c")
+# "ohne KM", "sans injection", "w/o contrast": a negated enhanced word means unenhanced.
+_NEGATED = re.compile(r"(?<![a-z0-9])(?:ohne|sans|w/o|without|senza|sin|no|non|kein\w*)[\s_-]+"
+                      r"(?:km|kontrast\w*|contrast\w*|injection|iv|mdc|gad\w*|c\+|ce|enh\w*)"
+                      r"(?![a-z0-9])")
 _NO_AGENT = {"", "none", "no", "nein", "0", "n/a", "na", "-", "non", "keine"}
 
 
@@ -154,7 +159,7 @@ def header_phase(
 
     ``text`` is SeriesDescription + ProtocolName (+ ImageComments).
     """
-    low = (text or "").lower()
+    low = _NEGATED.sub(" nativ ", (text or "").lower())
     words: dict[str, bool] = {
         "non_contrast": bool(_NONCON.search(low)),
         "arterial": bool(_ARTERIAL.search(low)),
