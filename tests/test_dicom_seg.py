@@ -34,7 +34,7 @@ from pipeline.outputs.dicom_seg import (
     structure_tracking,
     write_lesion_seg,
 )
-from tests.conftest import require_tool
+from tests.conftest import require_tool, shared_data
 
 PATIENT = PatientInfo("CRYO042", "Seg^Test", "19550101", "M")
 TRACKING_UID = "1.2.826.0.1.3680043.8.498.4242"
@@ -57,8 +57,10 @@ def make_ct_series(
     rng = np.random.default_rng(7)
     hu = rng.normal(40.0, 10.0, size=shape_kji).astype(np.float32)
     truth = Volume.from_geometry(
-        hu, origin_lps=(80.0, 60.0, -120.0) if direction is not None else (-25.0, -30.0, -120.0),
-        spacing_mm=(0.8, 0.8, 2.5), direction=direction,
+        hu,
+        origin_lps=(80.0, 60.0, -120.0) if direction is not None else (-25.0, -30.0, -120.0),
+        spacing_mm=(0.8, 0.8, 2.5),
+        direction=direction,
     )
     series = SeriesInfo(
         make_uid(DEFAULT_UID_ROOT, "seg-series", study.study_instance_uid),
@@ -66,16 +68,15 @@ def make_ct_series(
         "CT abdomen",
         patient_position=patient_position,
     )
-    paths = write_series(
-        truth, out_dir, modality="CT", patient=PATIENT, study=study, series=series
-    )
+    paths = write_series(truth, out_dir, modality="CT", patient=PATIENT, study=study, series=series)
     volume = load_series(paths)
     datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     return volume, datasets
 
 
-def ellipsoid(volume: Volume, center_lps: tuple[float, float, float], radii_mm: tuple[float, ...]
-              ) -> Volume:
+def ellipsoid(
+    volume: Volume, center_lps: tuple[float, float, float], radii_mm: tuple[float, ...]
+) -> Volume:
     """Bool mask of an axis-aligned (LPS) ellipsoid on the volume's grid."""
     k, j, i = np.indices(volume.array.shape)
     pts = volume.index_to_lps(np.stack([i, j, k], axis=-1).reshape(-1, 3))
@@ -105,7 +106,8 @@ def seg_points_lps(path: Path) -> dict[int, set[tuple[float, float, float]]]:
     out: dict[int, set[tuple[float, float, float]]] = {}
     for n, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
         ipp = np.asarray(item.PlanePositionSequence[0].ImagePositionPatient, float)
-        segment = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        ident = item if "SegmentIdentificationSequence" in item else shared
+        segment = int(ident.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         r, c = np.nonzero(frames[n])
         pts = ipp + np.outer(c * col_mm, iop[:3]) + np.outer(r * row_mm, iop[3:])
         out.setdefault(segment, set()).update(map(tuple, np.round(pts, 2)))
@@ -181,7 +183,8 @@ def test_frames_sit_where_the_mask_voxels_are(tmp_path: Path, position: str):
         src = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
         np.testing.assert_allclose(
             np.asarray(item.PlanePositionSequence[0].ImagePositionPatient, float),
-            ipp_of[str(src)], atol=1e-3,
+            ipp_of[str(src)],
+            atol=1e-3,
         )
 
 
@@ -196,7 +199,8 @@ def test_rerun_same_uids_and_two_studies_share_tracking(tmp_path: Path):
         ds1, lesion_masks(vol1), tmp_path / "c.dcm", lesion_id="L2", tracking_uid="1.2.3.99"
     )
     assert (a.sop_instance_uid, a.series_instance_uid) == (
-        a_again.sop_instance_uid, a_again.series_instance_uid
+        a_again.sop_instance_uid,
+        a_again.series_instance_uid,
     )
     uids = {a.sop_instance_uid, b.sop_instance_uid, other.sop_instance_uid}
     assert len(uids) == 3
@@ -222,28 +226,38 @@ def test_mask_on_another_grid_is_refused(tmp_path: Path):
     with pytest.raises(DicomOutputError, match="lies on no mask slice"):
         write_lesion_seg(datasets, shifted, out, **kw)
 
-    coarse = {n: Volume.from_geometry(m.array, origin_lps=volume.origin_lps,
-                                      spacing_mm=(1.0, 1.0, 2.5)) for n, m in masks.items()}
+    coarse = {
+        n: Volume.from_geometry(m.array, origin_lps=volume.origin_lps, spacing_mm=(1.0, 1.0, 2.5))
+        for n, m in masks.items()
+    }
     with pytest.raises(DicomOutputError, match="PixelSpacing"):
         write_lesion_seg(datasets, coarse, out, **kw)
 
     with pytest.raises(DicomOutputError, match="12 slices but the source series has 11"):
         write_lesion_seg(datasets[:-1], masks, out, **kw)
 
-    mixed = dict(masks, kidney=volume.with_array(np.zeros((12, 64, 64), dtype=bool))
-                 .crop_ijk((0, 0, 0), (64, 64, 6)))
+    mixed = dict(
+        masks,
+        kidney=volume.with_array(np.zeros((12, 64, 64), dtype=bool)).crop_ijk(
+            (0, 0, 0), (64, 64, 6)
+        ),
+    )
     with pytest.raises(DicomOutputError, match="'kidney' vs 'tumour'"):
         write_lesion_seg(datasets, mixed, out, **kw)
 
-    wrong_order = {"tumour": masks["tumour"].with_array(
-        masks["tumour"].array,
-        source={"sop_instance_uids": list(reversed(volume.source["sop_instance_uids"]))})}
+    wrong_order = {
+        "tumour": masks["tumour"].with_array(
+            masks["tumour"].array,
+            source={"sop_instance_uids": list(reversed(volume.source["sop_instance_uids"]))},
+        )
+    }
     with pytest.raises(DicomOutputError, match="slice order"):
         write_lesion_seg(datasets, wrong_order, out, **kw)
 
     with pytest.raises(DicomOutputError, match="must be bool"):
-        write_lesion_seg(datasets, {"tumour": volume.with_array(masks["tumour"].array * 1)},
-                         out, **kw)
+        write_lesion_seg(
+            datasets, {"tumour": volume.with_array(masks["tumour"].array * 1)}, out, **kw
+        )
     with pytest.raises(DicomOutputError, match="unknown structure"):
         write_lesion_seg(datasets, {"liver": masks["tumour"]}, out, **kw)
     assert not out.exists()
@@ -254,8 +268,13 @@ def test_all_masks_empty_writes_nothing(tmp_path: Path):
     empty = volume.with_array(np.zeros(volume.array.shape, dtype=bool))
     out = tmp_path / "seg.dcm"
     with pytest.raises(EmptySegmentationError, match=r"lesion L7 .*all masks are empty"):
-        write_lesion_seg(datasets, {"tumour": empty, "iceball": empty}, out,
-                         lesion_id="L7", tracking_uid=TRACKING_UID)
+        write_lesion_seg(
+            datasets,
+            {"tumour": empty, "iceball": empty},
+            out,
+            lesion_id="L7",
+            tracking_uid=TRACKING_UID,
+        )
     assert not out.exists()
 
 
@@ -264,11 +283,18 @@ def test_all_masks_empty_writes_nothing(tmp_path: Path):
 def test_dciodvfy_reports_no_errors(tmp_path: Path, position: str):
     dciodvfy = require_tool("dciodvfy")
     volume, datasets = make_ct_series(
-        tmp_path / "ct", study_info(8), direction=PRONE if position == "HFP" else None,
+        tmp_path / "ct",
+        study_info(8),
+        direction=PRONE if position == "HFP" else None,
         patient_position=position,
     )
-    result = write_lesion_seg(datasets, lesion_masks(volume), tmp_path / "seg.dcm",
-                              lesion_id="L1", tracking_uid=TRACKING_UID)
+    result = write_lesion_seg(
+        datasets,
+        lesion_masks(volume),
+        tmp_path / "seg.dcm",
+        lesion_id="L1",
+        tracking_uid=TRACKING_UID,
+    )
     run = subprocess.run([dciodvfy, str(result.path)], capture_output=True, text=True, check=False)
     report = run.stdout + run.stderr
     assert "Segmentation" in report  # dciodvfy recognised the IOD
@@ -277,3 +303,31 @@ def test_dciodvfy_reports_no_errors(tmp_path: Path, position: str):
     warnings = [line for line in report.splitlines() if line.startswith("Warning")]
     # the only warning is the private coding scheme designator (declared in the object)
     assert all("99CRYOTRACK" in w for w in warnings), report
+
+
+@pytest.mark.needs_shared_data
+def test_multiframe_enhanced_ct_source(tmp_path: Path):
+    """One Enhanced CT instance (2 frames stored in reverse slice order, IOP [-1,0,0,0,1,0])."""
+    path = shared_data("pydicom/data_store/data_store/data/eCT_Supplemental.dcm")
+    volume = load_series([path])
+    assert volume.source["frame_numbers"] == [2, 1]  # the case this test is about
+    source = pydicom.dcmread(path, stop_before_pixels=True)
+    mask = np.zeros(volume.array.shape, dtype=bool)
+    mask[0, 100:140, 200:260] = True
+    mask[1, 110:120, 50:60] = True
+    masks = {"tumour": volume.with_array(mask)}
+    result = write_lesion_seg(
+        [source], masks, tmp_path / "seg.dcm", lesion_id="L1", tracking_uid=TRACKING_UID
+    )
+    back = read_lesion_seg(result, source_frame_numbers=volume.source["frame_numbers"])
+    np.testing.assert_array_equal(back["tumour"], mask)
+    assert seg_points_lps(result.path)[1] == mask_points_lps(masks["tumour"])
+    with pytest.raises(DicomOutputError, match="masks have 3 slices but the source series has 2"):
+        stacked = np.concatenate([mask, mask[:1]])
+        write_lesion_seg(
+            [source],
+            {"tumour": Volume(stacked, volume.affine_lps)},
+            tmp_path / "bad.dcm",
+            lesion_id="L1",
+            tracking_uid=TRACKING_UID,
+        )

@@ -25,28 +25,50 @@ def _timepoint(study_uid: str, role: str, **values: object) -> LesionTimepoint:
     )
 
 
-BASELINE = dict(long_axis_mm=31.25, short_axis_mm=24.5, max_3d_diameter_mm=33.75,
-                volume_ml=11.125, enhancement_hu=48.5, enhancing="yes")
-INTRAPROC = dict(iceball_long_axis_mm=52.5, iceball_short_axis_mm=44.0, iceball_volume_ml=47.25,
-                 min_margin_mm=-1.5, tumour_coverage_pct=97.5)
-FOLLOWUP = dict(long_axis_mm=36.0, short_axis_mm=30.5, volume_ml=18.0, enhancement_hu=14.0,
-                enhancing="equivocal")
+BASELINE = dict(
+    long_axis_mm=31.25,
+    short_axis_mm=24.5,
+    max_3d_diameter_mm=33.75,
+    volume_ml=11.125,
+    enhancement_hu=48.5,
+    enhancing="yes",
+)
+INTRAPROC = dict(
+    iceball_long_axis_mm=52.5,
+    iceball_short_axis_mm=44.0,
+    iceball_volume_ml=47.25,
+    min_margin_mm=-1.5,
+    tumour_coverage_pct=97.5,
+)
+FOLLOWUP = dict(
+    long_axis_mm=36.0,
+    short_axis_mm=30.5,
+    volume_ml=18.0,
+    enhancement_hu=14.0,
+    enhancing="equivocal",
+)
 
 
 def _study(tmp_path: Path, n: int, masks_from: tuple[str, ...] = ("tumour", "iceball", "kidney")):
     volume, datasets = make_ct_series(tmp_path / f"ct{n}", study_info(100 + n))
     masks = {k: v for k, v in lesion_masks(volume).items() if k in masks_from}
-    seg = write_lesion_seg(datasets, masks, tmp_path / f"seg{n}.dcm",
-                           lesion_id="L1", tracking_uid=TRACKING_UID)
+    seg = write_lesion_seg(
+        datasets, masks, tmp_path / f"seg{n}.dcm", lesion_id="L1", tracking_uid=TRACKING_UID
+    )
     return volume, datasets, pydicom.dcmread(seg)
 
 
 def test_intraprocedural_round_trip_with_units_and_segment_references(tmp_path: Path):
     _, datasets, seg = _study(tmp_path, 1)
     tp = _timepoint(str(datasets[0].StudyInstanceUID), "intraprocedural", **INTRAPROC)
-    path = write_lesion_sr(datasets, seg, tp, tmp_path / "sr.dcm", tracking_uid=TRACKING_UID,
-                           extra={"tumour": {"mean_attenuation_hu": 35.5},
-                                  "kidney": {"volume_ml": 160.0}})
+    path = write_lesion_sr(
+        datasets,
+        seg,
+        tp,
+        tmp_path / "sr.dcm",
+        tracking_uid=TRACKING_UID,
+        extra={"tumour": {"mean_attenuation_hu": 35.5}, "kidney": {"volume_ml": 160.0}},
+    )
     assert read_lesion_sr(path) == {
         "iceball.long_axis_mm": (52.5, "mm"),
         "iceball.short_axis_mm": (44.0, "mm"),
@@ -72,20 +94,30 @@ def test_intraprocedural_round_trip_with_units_and_segment_references(tmp_path: 
         seg_item = ref[0]
         assert seg_item.referenced_sop_instance_uid == seg.SOPInstanceUID
         (number,) = seg_item.referenced_segment_numbers
-        assert numbers[number] == {"108369006": "Tumour", "ICEBALL": "Ice ball",
-                                   "64033007": "Kidney"}[group.finding_type.value]
+        assert (
+            numbers[number]
+            == {"108369006": "Tumour", "ICEBALL": "Ice ball", "64033007": "Kidney"}[
+                group.finding_type.value
+            ]
+        )
         assert ref[1].value == datasets[0].SeriesInstanceUID  # source series for segmentation
     iceball = report.get_volumetric_roi_measurement_groups(
-        tracking_uid=structure_tracking("L1", TRACKING_UID, "iceball")[1])
-    (margin,) = iceball[0].get_measurements(name=hd.sr.CodedConcept(
-        "MINMARGIN", "99CRYOTRACK", "Minimal ablative margin"))
+        tracking_uid=structure_tracking("L1", TRACKING_UID, "iceball")[1]
+    )
+    (margin,) = iceball[0].get_measurements(
+        name=hd.sr.CodedConcept("MINMARGIN", "99CRYOTRACK", "Minimal ablative margin")
+    )
     assert margin.unit == codes.UCUM.Millimeter
-    (mean_hu,) = report.get_volumetric_roi_measurement_groups(tracking_uid=TRACKING_UID)[0] \
-        .get_measurements(name=codes.DCM.AttenuationCoefficient)
+    (mean_hu,) = report.get_volumetric_roi_measurement_groups(tracking_uid=TRACKING_UID)[
+        0
+    ].get_measurements(name=codes.DCM.AttenuationCoefficient)
     assert mean_hu.derivation == codes.SCT.Mean and mean_hu.unit == codes.UCUM.HounsfieldUnit
-    evidence = {str(i.ReferencedSOPInstanceUID)
-                for s in sr.CurrentRequestedProcedureEvidenceSequence
-                for ser in s.ReferencedSeriesSequence for i in ser.ReferencedSOPSequence}
+    evidence = {
+        str(i.ReferencedSOPInstanceUID)
+        for s in sr.CurrentRequestedProcedureEvidenceSequence
+        for ser in s.ReferencedSeriesSequence
+        for i in ser.ReferencedSOPSequence
+    }
     assert seg.SOPInstanceUID in evidence
     assert {str(d.SOPInstanceUID) for d in datasets} <= evidence
 
@@ -136,11 +168,13 @@ def test_without_seg_and_bad_inputs(tmp_path: Path):
 
     kw = dict(tracking_uid=TRACKING_UID)
     with pytest.raises(DicomOutputError, match=r"unknown measurement 'diameter'"):
-        write_lesion_sr(datasets, seg, tp, tmp_path / "x.dcm",
-                        extra={"tumour": {"diameter": 3.0}}, **kw)
+        write_lesion_sr(
+            datasets, seg, tp, tmp_path / "x.dcm", extra={"tumour": {"diameter": 3.0}}, **kw
+        )
     with pytest.raises(DicomOutputError, match=r"duplicates the timepoint's value"):
-        write_lesion_sr(datasets, seg, tp, tmp_path / "x.dcm",
-                        extra={"tumour": {"long_axis_mm": 3.0}}, **kw)
+        write_lesion_sr(
+            datasets, seg, tp, tmp_path / "x.dcm", extra={"tumour": {"long_axis_mm": 3.0}}, **kw
+        )
     other_study = _timepoint("1.2.3.4.5", "baseline", **BASELINE)
     with pytest.raises(DicomOutputError, match=r"belong to study"):
         write_lesion_sr(datasets, seg, other_study, tmp_path / "x.dcm", **kw)
@@ -160,9 +194,15 @@ def test_dciodvfy_reports_no_errors(tmp_path: Path, role: str):
     _, datasets, seg = _study(tmp_path, 6)
     values = {"baseline": BASELINE, "intraprocedural": INTRAPROC, "followup": FOLLOWUP}[role]
     tp = _timepoint(str(datasets[0].StudyInstanceUID), role, **values)
-    path = write_lesion_sr(datasets, seg, tp, tmp_path / "sr.dcm", tracking_uid=TRACKING_UID,
-                           extra={"kidney": {"mean_attenuation_hu": 150.0}},
-                           person_observer_name="Reviewer^Rita")
+    path = write_lesion_sr(
+        datasets,
+        seg,
+        tp,
+        tmp_path / "sr.dcm",
+        tracking_uid=TRACKING_UID,
+        extra={"kidney": {"mean_attenuation_hu": 150.0}},
+        person_observer_name="Reviewer^Rita",
+    )
     run = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, check=False)
     report = run.stdout + run.stderr
     assert "Comprehensive3DSR" in report

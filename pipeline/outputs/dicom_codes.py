@@ -77,8 +77,9 @@ class StructureCodes:
 
 #: Keys are the structure names used throughout the pipeline (mask dict keys).
 STRUCTURES: dict[str, StructureCodes] = {
-    "tumour": StructureCodes("Tumour", _MORPH_ABNORMAL, codes.SCT.Neoplasm, _KIDNEY,
-                             (55.0, 70.0, 50.0)),
+    "tumour": StructureCodes(
+        "Tumour", _MORPH_ABNORMAL, codes.SCT.Neoplasm, _KIDNEY, (55.0, 70.0, 50.0)
+    ),
     "iceball": StructureCodes(
         "Ice ball",
         _MORPH_ABNORMAL,
@@ -86,12 +87,19 @@ STRUCTURES: dict[str, StructureCodes] = {
         _KIDNEY,
         (80.0, -10.0, -45.0),
     ),
-    "ablation_zone": StructureCodes("Ablation zone", _MORPH_ABNORMAL, codes.SCT.Necrosis,
-                                    _KIDNEY, (70.0, 5.0, 65.0)),
-    "enhancing": StructureCodes("Enhancing tissue", _MORPH_ABNORMAL,
-                                codes.NCIt.EnhancingLesion, _KIDNEY, (60.0, 80.0, -20.0)),
-    "kidney": StructureCodes("Kidney", codes.SCT.AnatomicalStructure, _KIDNEY, None,
-                             (60.0, 20.0, 30.0)),
+    "ablation_zone": StructureCodes(
+        "Ablation zone", _MORPH_ABNORMAL, codes.SCT.Necrosis, _KIDNEY, (70.0, 5.0, 65.0)
+    ),
+    "enhancing": StructureCodes(
+        "Enhancing tissue",
+        _MORPH_ABNORMAL,
+        codes.NCIt.EnhancingLesion,
+        _KIDNEY,
+        (60.0, 80.0, -20.0),
+    ),
+    "kidney": StructureCodes(
+        "Kidney", codes.SCT.AnatomicalStructure, _KIDNEY, None, (60.0, 20.0, 30.0)
+    ),
 }
 
 
@@ -110,8 +118,7 @@ MEASURES: dict[str, MeasureCodes] = {
     "short_axis_mm": MeasureCodes(codes.SCT.ShortAxis, UNIT_MM),
     "max_3d_diameter_mm": MeasureCodes(codes.SCT.Diameter, UNIT_MM, codes.SCT.Maximum),
     "volume_ml": MeasureCodes(codes.SCT.Volume, UNIT_ML),
-    "mean_attenuation_hu": MeasureCodes(codes.DCM.AttenuationCoefficient, UNIT_HU,
-                                        codes.SCT.Mean),
+    "mean_attenuation_hu": MeasureCodes(codes.DCM.AttenuationCoefficient, UNIT_HU, codes.SCT.Mean),
     "enhancement_hu": MeasureCodes(
         Code("ENHHU", PRIVATE_SCHEME, "Enhancement, contrast minus unenhanced attenuation"),
         UNIT_HU,
@@ -119,8 +126,9 @@ MEASURES: dict[str, MeasureCodes] = {
     "enhancement_pct": MeasureCodes(
         Code("ENHPCT", PRIVATE_SCHEME, "Enhancement, percent signal increase"), UNIT_PERCENT
     ),
-    "min_margin_mm": MeasureCodes(Code("MINMARGIN", PRIVATE_SCHEME, "Minimal ablative margin"),
-                                  UNIT_MM),
+    "min_margin_mm": MeasureCodes(
+        Code("MINMARGIN", PRIVATE_SCHEME, "Minimal ablative margin"), UNIT_MM
+    ),
     "tumour_coverage_pct": MeasureCodes(
         Code("TUMCOVER", PRIVATE_SCHEME, "Tumour coverage by ice ball"), UNIT_PERCENT
     ),

@@ -109,72 +109,154 @@ def structure_tracking(lesion_id: str, tracking_uid: str, structure: str) -> tup
     )
 
 
-def _source_order(
-    source_datasets: Sequence[pydicom.Dataset], grid: Volume, where: str
-) -> list[pydicom.Dataset]:
-    """The source instances in mask slice order k, after checking they are the mask grid."""
+@dataclass(frozen=True)
+class _SourceFrame:
+    """One 2-D source frame: its instance, 1-based frame number and plane geometry."""
+
+    dataset: pydicom.Dataset
+    frame_number: int
+    where: str
+    position_lps: npt.NDArray[np.float64]
+    orientation: npt.NDArray[np.float64]
+    pixel_spacing_mm: tuple[float, float]  # (row spacing, column spacing)
+
+
+def _functional(ds: pydicom.Dataset, n: int, sequence: str, keyword: str, where: str) -> list:
+    """``keyword`` of functional group ``sequence`` of frame n (per-frame, else shared)."""
+    for groups in (
+        ds.get("PerFrameFunctionalGroupsSequence"),
+        ds.get("SharedFunctionalGroupsSequence"),
+    ):
+        if not groups:
+            continue
+        item = groups[n] if len(groups) > 1 else groups[0]
+        if sequence in item and keyword in item[sequence][0]:
+            return list(item[sequence][0][keyword].value)
+    raise DicomOutputError(where, f"{where} has no {sequence} > {keyword}")
+
+
+def _source_frames(source_datasets: Sequence[pydicom.Dataset], where: str) -> list[_SourceFrame]:
     if len(source_datasets) == 0:
         raise DicomOutputError(where, "no source datasets given")
-    n_k, n_rows, n_cols = grid.array.shape
     series_uids = {str(ds.get("SeriesInstanceUID", "")) for ds in source_datasets}
     if len(series_uids) != 1:
         raise DicomOutputError(where, f"source datasets span {len(series_uids)} series")
-    if len(source_datasets) != n_k:
+    first = source_datasets[0]
+    if len(source_datasets) == 1 and int(first.get("NumberOfFrames", 1) or 1) > 1:
+        sop = str(first.get("SOPInstanceUID", "?"))
+        frames = []
+        for n in range(int(first.NumberOfFrames)):
+            here = f"source instance {sop} frame {n + 1}"
+            frames.append(
+                _SourceFrame(
+                    first,
+                    n + 1,
+                    here,
+                    np.asarray(
+                        _functional(
+                            first, n, "PlanePositionSequence", "ImagePositionPatient", here
+                        ),
+                        dtype=np.float64,
+                    ),
+                    np.asarray(
+                        _functional(
+                            first, n, "PlaneOrientationSequence", "ImageOrientationPatient", here
+                        ),
+                        dtype=np.float64,
+                    ),
+                    tuple(
+                        float(v)
+                        for v in _functional(
+                            first, n, "PixelMeasuresSequence", "PixelSpacing", here
+                        )
+                    ),
+                )
+            )
+        return frames
+    frames = []
+    for ds in source_datasets:
+        here = f"source instance {ds.get('SOPInstanceUID', '?')}"
+        for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+            if keyword not in ds:
+                raise DicomOutputError(where, f"{here} has no {keyword}")
+        frames.append(
+            _SourceFrame(
+                ds,
+                1,
+                here,
+                np.asarray(ds.ImagePositionPatient, dtype=np.float64),
+                np.asarray(ds.ImageOrientationPatient, dtype=np.float64),
+                tuple(float(v) for v in ds.PixelSpacing),
+            )
+        )
+    return frames
+
+
+def _slice_of_frames(
+    source_datasets: Sequence[pydicom.Dataset], grid: Volume, where: str
+) -> tuple[list[_SourceFrame], list[int]]:
+    """Source frames, and for each the mask slice k it lies on (checked one-to-one)."""
+    frames = _source_frames(source_datasets, where)
+    n_k, n_rows, n_cols = grid.array.shape
+    if len(frames) != n_k:
         raise DicomOutputError(
-            where, f"masks have {n_k} slices but the source series has {len(source_datasets)}"
+            where, f"masks have {n_k} slices but the source series has {len(frames)} frames"
         )
     expected_iop = np.concatenate([grid.direction[:, 0], grid.direction[:, 1]])
     spacing_i, spacing_j, _ = grid.spacing_mm
-    positions = np.array([grid.index_to_lps((0.0, 0.0, float(k))) for k in range(n_k)])
-    ordered: list[pydicom.Dataset | None] = [None] * n_k
-    for ds in source_datasets:
-        sop = str(ds.get("SOPInstanceUID", "?"))
-        for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
-            if keyword not in ds:
-                raise DicomOutputError(where, f"source instance {sop} has no {keyword}")
+    positions = grid.index_to_lps(np.column_stack([np.zeros(n_k), np.zeros(n_k), np.arange(n_k)]))
+    slice_of: list[int] = []
+    for frame in frames:
+        ds = frame.dataset
         if (int(ds.Rows), int(ds.Columns)) != (n_rows, n_cols):
             raise DicomOutputError(
                 where,
-                f"mask grid is {n_rows}×{n_cols} pixels but instance {sop} is "
+                f"mask grid is {n_rows}×{n_cols} pixels but {frame.where} is "
                 f"{ds.Rows}×{ds.Columns}",
             )
-        iop = np.asarray(ds.ImageOrientationPatient, dtype=np.float64)
-        if not np.allclose(iop, expected_iop, atol=_ORIENTATION_ATOL):
+        if not np.allclose(frame.orientation, expected_iop, atol=_ORIENTATION_ATOL):
             raise DicomOutputError(
                 where,
                 f"mask orientation {np.round(expected_iop, 4).tolist()} differs from "
-                f"ImageOrientationPatient {iop.tolist()} of instance {sop}",
+                f"ImageOrientationPatient {frame.orientation.tolist()} of {frame.where}",
             )
-        row_mm, col_mm = (float(v) for v in ds.PixelSpacing)
-        if not np.allclose([row_mm, col_mm], [spacing_j, spacing_i], atol=1e-4):
+        if not np.allclose(frame.pixel_spacing_mm, [spacing_j, spacing_i], atol=1e-4):
             raise DicomOutputError(
                 where,
                 f"mask spacing (row {spacing_j:.4g}, column {spacing_i:.4g}) mm differs from "
-                f"PixelSpacing {[row_mm, col_mm]} of instance {sop}",
+                f"PixelSpacing {list(frame.pixel_spacing_mm)} of {frame.where}",
             )
-        ipp = np.asarray(ds.ImagePositionPatient, dtype=np.float64)
-        dist = np.linalg.norm(positions - ipp, axis=1)
+        dist = np.linalg.norm(positions - frame.position_lps, axis=1)
         k = int(np.argmin(dist))
         if dist[k] > _POSITION_ATOL_MM:
             raise DicomOutputError(
                 where,
-                f"instance {sop} at {ipp.tolist()} mm lies on no mask slice "
+                f"{frame.where} at {frame.position_lps.tolist()} mm lies on no mask slice "
                 f"(nearest slice k={k} is {dist[k]:.3g} mm away)",
             )
-        if ordered[k] is not None:
-            raise DicomOutputError(where, f"two source instances lie on mask slice k={k}")
-        ordered[k] = ds
-    result = [ds for ds in ordered if ds is not None]
+        if k in slice_of:
+            raise DicomOutputError(where, f"two source frames lie on mask slice k={k}")
+        slice_of.append(k)
+    _check_source_uids(grid, frames, slice_of, where)
+    return frames, slice_of
+
+
+def _check_source_uids(
+    grid: Volume, frames: list[_SourceFrame], slice_of: list[int], where: str
+) -> None:
+    """The masks' own record of their source (loader's source dict), when present."""
     sop_uids = grid.source.get("sop_instance_uids")
-    if sop_uids is not None:
-        found = [str(ds.SOPInstanceUID) for ds in result]
-        if list(map(str, sop_uids)) != found:
-            raise DicomOutputError(
-                where,
-                "the masks' source['sop_instance_uids'] do not list the source instances in "
-                "slice order (masks measured on another series or another slice order?)",
-            )
-    return result
+    if sop_uids is None:
+        return
+    by_k = sorted(zip(slice_of, frames, strict=True), key=lambda kf: kf[0])
+    found = [(str(f.dataset.SOPInstanceUID), f.frame_number) for _, f in by_k]
+    numbers = grid.source.get("frame_numbers") or [1] * len(sop_uids)
+    if [(str(u), int(n)) for u, n in zip(sop_uids, numbers, strict=False)] != found:
+        raise DicomOutputError(
+            where,
+            "the masks' source['sop_instance_uids'] do not list the source frames in "
+            "slice order (masks measured on another series or another slice order?)",
+        )
 
 
 def _check_masks(masks: Mapping[str, Volume], source_for: str, where: str) -> Volume:
@@ -238,8 +320,8 @@ def write_lesion_seg(
     where = f"lesion {lesion_id} SEG"
     source_for = str(source_datasets[0].get("FrameOfReferenceUID", "")) if source_datasets else ""
     grid = _check_masks(masks, source_for, where)
-    ordered = _source_order(source_datasets, grid, where)
-    series_uid_src = str(ordered[0].SeriesInstanceUID)
+    frames, slice_of = _slice_of_frames(source_datasets, grid, where)
+    series_uid_src = str(frames[0].dataset.SeriesInstanceUID)
     where = f"lesion {lesion_id} SEG of series {series_uid_src}"
 
     included = [name for name in STRUCTURES if name in masks and masks[name].array.any()]
@@ -269,18 +351,25 @@ def write_lesion_seg(
                 algorithm_identification=algorithm,
                 tracking_id=tracking_id,
                 tracking_uid=tracking,
-                anatomic_regions=None if codes_.anatomic_region is None
+                anatomic_regions=None
+                if codes_.anatomic_region is None
                 else [codes_.anatomic_region],
                 display_color=hd.color.CIELabColor(*codes_.display_lab),
             )
         )
-    pixels: npt.NDArray[np.uint8] = np.stack(
-        [masks[name].array.astype(np.uint8) for name in included], axis=-1
-    )
+    stacked = np.stack([masks[name].array for name in included], axis=-1).astype(np.uint8)
+    if len(source_datasets) == 1 and len(frames) > 1:  # one multi-frame instance
+        source_images = [frames[0].dataset]
+        pixels = stacked[slice_of]  # frame f of the SEG input ↔ source frame f
+    else:  # single-frame instances, written in mask slice order k
+        source_images = [
+            f.dataset for _, f in sorted(zip(slice_of, frames, strict=True), key=lambda kf: kf[0])
+        ]
+        pixels = stacked
     series_uid = derived_uid("seg-series", tracking_uid, series_uid_src)
     sop_uid = derived_uid("seg-instance", tracking_uid, series_uid_src)
     seg = hd.seg.Segmentation(
-        source_images=ordered,
+        source_images=source_images,
         pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
@@ -322,8 +411,11 @@ def segment_numbers(seg_dataset: pydicom.Dataset) -> dict[str, int]:
     result: dict[str, int] = {}
     for item in seg_dataset.SegmentSequence:
         type_code = item.SegmentedPropertyTypeCodeSequence[0]
-        key = (str(type_code.CodeValue), str(type_code.CodingSchemeDesignator),
-               str(item.SegmentLabel))
+        key = (
+            str(type_code.CodeValue),
+            str(type_code.CodingSchemeDesignator),
+            str(item.SegmentLabel),
+        )
         name = by_code.get(key)
         if name is not None:
             result[name] = int(item.SegmentNumber)
@@ -331,29 +423,46 @@ def segment_numbers(seg_dataset: pydicom.Dataset) -> dict[str, int]:
 
 
 def read_lesion_seg(
-    path: Path | os.PathLike[str], source_sop_instance_uids: Sequence[str] | None = None
+    path: Path | os.PathLike[str],
+    source_sop_instance_uids: Sequence[str] | None = None,
+    source_frame_numbers: Sequence[int] | None = None,
 ) -> dict[str, npt.NDArray[np.bool_]]:
-    """Read a SEG back as structure → bool array ``[k, j, i]``.
+    """Read a SEG back (highdicom) as structure → bool array ``[k, j, i]``.
 
-    Frames are returned in the order of ``source_sop_instance_uids`` (default: the order
-    of the referenced instances in the SEG, which :func:`write_lesion_seg` writes in mask
-    slice order k); slices without a frame are all False.
+    Single-frame source series: frames come in the order of ``source_sop_instance_uids``
+    (default: the order of the referenced instances in the SEG, which
+    :func:`write_lesion_seg` writes in mask slice order k). One multi-frame source
+    instance: pass ``source_frame_numbers`` in slice order (the loader's
+    ``volume.source["frame_numbers"]``). Slices without a SEG frame are all False.
     """
     seg = hd.seg.segread(path)
-    if source_sop_instance_uids is None:
-        source_sop_instance_uids = [
-            str(inst.ReferencedSOPInstanceUID)
-            for series in seg.ReferencedSeriesSequence
-            for inst in series.ReferencedInstanceSequence
-        ]
+    referenced = [
+        str(inst.ReferencedSOPInstanceUID)
+        for series in seg.ReferencedSeriesSequence
+        for inst in series.ReferencedInstanceSequence
+    ]
     numbers = segment_numbers(seg)
     if not numbers:
         raise DicomOutputError(str(path), "SEG holds no cryotrack structure")
     names = sorted(numbers, key=numbers.__getitem__)
-    pixels = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=list(source_sop_instance_uids),
+    common = dict(
         segment_numbers=[numbers[n] for n in names],
         assert_missing_frames_are_empty=True,
         dtype=np.uint8,
     )
+    if source_frame_numbers is not None:
+        if len(referenced) != 1:
+            raise DicomOutputError(
+                str(path),
+                f"source_frame_numbers given but the SEG references {len(referenced)} "
+                "instances (frame numbers apply to one multi-frame source)",
+            )
+        pixels = seg.get_pixels_by_source_frame(
+            source_sop_instance_uid=referenced[0],
+            source_frame_numbers=[int(n) for n in source_frame_numbers],
+            **common,
+        )
+    else:
+        uids = referenced if source_sop_instance_uids is None else source_sop_instance_uids
+        pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=list(uids), **common)
     return {name: pixels[..., idx].astype(bool) for idx, name in enumerate(names)}

@@ -105,8 +105,9 @@ def sr_groups(
         for key, value in values.items():
             if key not in MEASURES:
                 raise DicomOutputError(
-                    where, f"extra[{structure!r}]: unknown measurement {key!r}; "
-                    f"expected one of {sorted(MEASURES)}"
+                    where,
+                    f"extra[{structure!r}]: unknown measurement {key!r}; "
+                    f"expected one of {sorted(MEASURES)}",
                 )
             if key in group:
                 raise DicomOutputError(
@@ -152,7 +153,8 @@ def _group(
         finding_type=spec.property_type,
         finding_category=spec.category,
         algorithm_id=algorithm,
-        finding_sites=None if spec.anatomic_region is None
+        finding_sites=None
+        if spec.anatomic_region is None
         else [hd.sr.FindingSite(spec.anatomic_region)],
         measurements=[_measurement(k, v) for k, v in values.items()] or None,
         qualitative_evaluations=list(evaluations) or None,
@@ -173,9 +175,7 @@ def _group(
 def _check_seg(seg_dataset: pydicom.Dataset, source_series_uid: str, where: str) -> None:
     if str(seg_dataset.get("SOPClassUID", "")) != SegmentationStorage:
         raise DicomOutputError(where, "seg_dataset is not a Segmentation Storage instance")
-    referenced = {
-        str(s.SeriesInstanceUID) for s in seg_dataset.get("ReferencedSeriesSequence", [])
-    }
+    referenced = {str(s.SeriesInstanceUID) for s in seg_dataset.get("ReferencedSeriesSequence", [])}
     if source_series_uid not in referenced:
         raise DicomOutputError(
             where,
@@ -222,9 +222,7 @@ def write_lesion_sr(
         raise DicomOutputError(where, "no source datasets given")
     first = source_datasets[0]
     if str(first.StudyInstanceUID) != timepoint.study_instance_uid:
-        raise DicomOutputError(
-            where, f"source datasets belong to study {first.StudyInstanceUID}"
-        )
+        raise DicomOutputError(where, f"source datasets belong to study {first.StudyInstanceUID}")
     source_series_uid = str(first.SeriesInstanceUID)
     modality = timepoint.modality or str(first.get("Modality", ""))
     if modality not in _PROCEDURE:
@@ -323,8 +321,7 @@ def _measure_key(measurement: hd.sr.Measurement) -> str:
     derivation = measurement.derivation
     for key, spec in MEASURES.items():
         same_derivation = (spec.derivation is None and derivation is None) or (
-            spec.derivation is not None and derivation is not None
-            and derivation == spec.derivation
+            spec.derivation is not None and derivation is not None and derivation == spec.derivation
         )
         if measurement.name == spec.name and same_derivation:
             return key
@@ -356,7 +353,8 @@ def read_lesion_sr(path: Path | os.PathLike[str]) -> dict[str, tuple[float | str
         for ev in group.get_qualitative_evaluations(name=ENHANCING_CONCEPT):
             code = ev.value
             result[f"{structure}.enhancing"] = (
-                value_names[(code.value, code.scheme_designator)], ""
+                value_names[(code.value, code.scheme_designator)],
+                "",
             )
     return result
 
