@@ -258,9 +258,11 @@ def test_mask_on_another_grid_is_refused(tmp_path: Path):
         write_lesion_seg(
             datasets, {"tumour": volume.with_array(masks["tumour"].array * 1)}, out, **kw
         )
+    with pytest.raises(DicomOutputError, match="'L1-uid' is not a valid DICOM UID"):
+        write_lesion_seg(datasets, masks, out, lesion_id="L1", tracking_uid="L1-uid")
     with pytest.raises(DicomOutputError, match="unknown structure"):
         write_lesion_seg(datasets, {"liver": masks["tumour"]}, out, **kw)
-    assert not out.exists()
+    assert list(tmp_path.glob("*.dcm")) == [] and list(tmp_path.glob(".*tmp")) == []
 
 
 def test_all_masks_empty_writes_nothing(tmp_path: Path):

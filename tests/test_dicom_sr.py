@@ -181,6 +181,8 @@ def test_without_seg_and_bad_inputs(tmp_path: Path):
     _, _, other_seg = _study(tmp_path, 5)
     with pytest.raises(DicomOutputError, match=r"not the source series"):
         write_lesion_sr(datasets, other_seg, tp, tmp_path / "x.dcm", **kw)
+    with pytest.raises(DicomOutputError, match=r"tracking_uid 'x' is not a valid DICOM UID"):
+        write_lesion_sr(datasets, seg, tp, tmp_path / "x.dcm", tracking_uid="x")
     nothing = _timepoint(study_uid, "intraprocedural")
     with pytest.raises(DicomOutputError, match=r"lesion L1 .*no measurement to report"):
         write_lesion_sr(datasets, seg, nothing, tmp_path / "x.dcm", **kw)

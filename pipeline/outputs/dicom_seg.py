@@ -5,7 +5,9 @@ One SEG instance per lesion per source series holds one segment per non-empty st
 :mod:`pipeline.outputs.dicom_codes`). Masks are :class:`~pipeline.image.Volume` objects on
 the grid of the source series; the grid is checked against the source instances (rows,
 columns, orientation, pixel spacing, and every slice position matched to exactly one
-instance) before anything is written, and the frames are written in mask slice order k.
+source frame) before anything is written. Sources are single-frame instances (SEG frames
+then follow mask slice order k) or one multi-frame Enhanced CT/MR instance (SEG frames
+follow its frames).
 
 UIDs are derived from the lesion's tracking UID and the source series UID, so a rerun
 writes an object with the same SeriesInstanceUID and SOPInstanceUID (it replaces the
@@ -30,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 from pydicom.sr.codedict import codes
+from pydicom.uid import UID
 
 from pipeline import __version__
 from pipeline.image import GeometryError, Volume, check_same_grid
@@ -42,6 +45,8 @@ __all__ = [
     "LESION_STRUCTURES",
     "structure_tracking",
     "derived_uid",
+    "check_tracking_uid",
+    "save_atomically",
     "write_lesion_seg",
     "read_lesion_seg",
     "segment_numbers",
@@ -98,6 +103,25 @@ def derived_uid(*parts: str) -> str:
     ``pydicom.uid.generate_uid(prefix=None, ...)`` ignores ``entropy_srcs`` and is random.
     """
     return f"2.25.{uuid.uuid5(_UID_NAMESPACE, chr(31).join(['cryotrack', *parts])).int}"
+
+
+def save_atomically(dataset: pydicom.Dataset, out_path: Path | str) -> Path:
+    """Save as a DICOM file via a temporary file and rename: no half-written outputs."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    try:
+        dataset.save_as(tmp, enforce_file_format=True)
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out_path
+
+
+def check_tracking_uid(tracking_uid: str, where: str) -> None:
+    """Raise DicomOutputError unless ``tracking_uid`` is a valid DICOM UID."""
+    if not UID(tracking_uid).is_valid:
+        raise DicomOutputError(where, f"tracking_uid {tracking_uid!r} is not a valid DICOM UID")
 
 
 def structure_tracking(lesion_id: str, tracking_uid: str, structure: str) -> tuple[str, str]:
@@ -318,6 +342,7 @@ def write_lesion_seg(
         EmptySegmentationError: all masks are empty (nothing written).
     """
     where = f"lesion {lesion_id} SEG"
+    check_tracking_uid(tracking_uid, where)
     source_for = str(source_datasets[0].get("FrameOfReferenceUID", "")) if source_datasets else ""
     grid = _check_masks(masks, source_for, where)
     frames, slice_of = _slice_of_frames(source_datasets, grid, where)
@@ -386,9 +411,7 @@ def write_lesion_seg(
         series_description=f"cryotrack SEG {lesion_id}"[:64],
     )
     seg.CodingSchemeIdentificationSequence = coding_scheme_identification()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(out_path, enforce_file_format=True)
+    out_path = save_atomically(seg, out_path)
     return SegWriteResult(
         path=out_path,
         sop_instance_uid=sop_uid,

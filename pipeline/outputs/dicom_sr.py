@@ -40,7 +40,9 @@ from pipeline.outputs.dicom_codes import (
 )
 from pipeline.outputs.dicom_seg import (
     DicomOutputError,
+    check_tracking_uid,
     derived_uid,
+    save_atomically,
     segment_numbers,
     structure_tracking,
 )
@@ -218,6 +220,7 @@ def write_lesion_sr(
             series, unknown structure or measurement in ``extra``.
     """
     where = f"lesion {timepoint.lesion_id} study {timepoint.study_instance_uid} SR"
+    check_tracking_uid(tracking_uid, where)
     if not source_datasets:
         raise DicomOutputError(where, "no source datasets given")
     first = source_datasets[0]
@@ -303,10 +306,7 @@ def write_lesion_sr(
     )
     sr.CodingSchemeIdentificationSequence = coding_scheme_identification()
     sr.SoftwareVersions = software_version
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    sr.save_as(out_path, enforce_file_format=True)
-    return out_path
+    return save_atomically(sr, out_path)
 
 
 def _structure_of(group: hd.sr.MeasurementsAndQualitativeEvaluations) -> str:
