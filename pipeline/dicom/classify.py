@@ -15,7 +15,8 @@ study (derived reformats, ``preferred`` reconstruction).
 - derived projections (ImageType MIP/MINIP/VRT/PROJECTION IMAGE or such a description);
 - derived reformats (ImageType DERIVED/SECONDARY with REFORMATTED/MPR, or a derived
   coronal/sagittal/oblique series) when a primary axial series of the same study and phase
-  exists (else usable, noted);
+  exists (its final or its header phase: reformats get no content check), else usable,
+  noted;
 - fewer than ``min_slices`` slices (default 10);
 - unsupported transfer syntax (no installed pydicom decoder);
 - geometry: missing ImagePositionPatient / ImageOrientationPatient / PixelSpacing,
@@ -286,10 +287,13 @@ def apply_study_rules(rows: list[dict[str, Any]]) -> None:
 
     Call after the final contrast/phase is known (reformats are compared per phase).
     """
+    # Reformats get no content check (not axial): compare both the final and the header
+    # phase, so a reformat of a series whose phase content corrected is still matched.
     primary_axial: set[tuple[Any, ...]] = set()
     for row in rows:
         if row["usable"] and not row["derived"] and row["orientation"] == "axial":
-            primary_axial.add((row["study_instance_uid"], row["modality"], row["phase"]))
+            for phase in (row["phase"], row["header_phase"]):
+                primary_axial.add((row["study_instance_uid"], row["modality"], phase))
     for row in rows:
         if not row["reformat"]:
             continue
