@@ -52,10 +52,11 @@ def make_ct_series(
     direction: np.ndarray | None = None,
     shape_kji: tuple[int, int, int] = (12, 64, 64),
     patient_position: str = "HFS",
+    modality: str = "CT",
 ) -> tuple[Volume, list[pydicom.Dataset]]:
-    """A small CT series on disk; returns (loaded Volume, header-only datasets, file order)."""
+    """A small CT (or MR) series on disk; returns (loaded Volume, header-only datasets)."""
     rng = np.random.default_rng(7)
-    hu = rng.normal(40.0, 10.0, size=shape_kji).astype(np.float32)
+    hu = rng.normal(140.0, 10.0, size=shape_kji).astype(np.float32)  # HU, or MR signal
     truth = Volume.from_geometry(
         hu,
         origin_lps=(80.0, 60.0, -120.0) if direction is not None else (-25.0, -30.0, -120.0),
@@ -68,7 +69,9 @@ def make_ct_series(
         "CT abdomen",
         patient_position=patient_position,
     )
-    paths = write_series(truth, out_dir, modality="CT", patient=PATIENT, study=study, series=series)
+    paths = write_series(
+        truth, out_dir, modality=modality, patient=PATIENT, study=study, series=series
+    )
     volume = load_series(paths)
     datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     return volume, datasets

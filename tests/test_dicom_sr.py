@@ -183,6 +183,27 @@ def test_without_seg_and_bad_inputs(tmp_path: Path):
         write_lesion_sr(datasets, other_seg, tp, tmp_path / "x.dcm", **kw)
     with pytest.raises(DicomOutputError, match=r"tracking_uid 'x' is not a valid DICOM UID"):
         write_lesion_sr(datasets, seg, tp, tmp_path / "x.dcm", tracking_uid="x")
+    with pytest.raises(DicomOutputError, match=r"tumour volume_ml is not finite"):
+        write_lesion_sr(
+            datasets,
+            seg,
+            _timepoint(study_uid, "baseline", volume_ml=float("nan")),
+            tmp_path / "x.dcm",
+            **kw,
+        )
+    mr = LesionTimepoint(
+        "CRYO042",
+        "L1",
+        study_uid,
+        date(2024, 1, 15),
+        95,
+        "followup",
+        "MR",
+        long_axis_mm=20.0,
+        enhancement_hu=30.0,
+    )
+    with pytest.raises(DicomOutputError, match=r"refusing HU values \['ablation_zone.enh"):
+        write_lesion_sr(datasets, seg, mr, tmp_path / "x.dcm", **kw)
     nothing = _timepoint(study_uid, "intraprocedural")
     with pytest.raises(DicomOutputError, match=r"lesion L1 .*no measurement to report"):
         write_lesion_sr(datasets, seg, nothing, tmp_path / "x.dcm", **kw)
@@ -212,3 +233,46 @@ def test_dciodvfy_reports_no_errors(tmp_path: Path, role: str):
     assert errors == [], report
     warnings = [line for line in report.splitlines() if line.startswith("Warning")]
     assert all("99CRYOTRACK" in w for w in warnings), report
+
+
+@pytest.mark.needs_system
+def test_mr_followup_percent_enhancement(tmp_path: Path):
+    dciodvfy = require_tool("dciodvfy")
+    volume, datasets = make_ct_series(tmp_path / "mr", study_info(120), modality="MR")
+    masks = {"ablation_zone": lesion_masks(volume)["iceball"]}
+    seg = write_lesion_seg(
+        datasets, masks, tmp_path / "seg.dcm", lesion_id="L1", tracking_uid=TRACKING_UID
+    )
+    tp = LesionTimepoint(
+        "CRYO042",
+        "L1",
+        str(datasets[0].StudyInstanceUID),
+        date(2024, 5, 1),
+        110,
+        "followup",
+        "MR",
+        long_axis_mm=28.0,
+        enhancement_pct=22.5,
+        enhancing="yes",
+    )
+    path = write_lesion_sr(
+        datasets, pydicom.dcmread(seg), tp, tmp_path / "sr.dcm", tracking_uid=TRACKING_UID
+    )
+    assert read_lesion_sr(path) == {
+        "ablation_zone.long_axis_mm": (28.0, "mm"),
+        "ablation_zone.enhancement_pct": (22.5, "%"),
+        "ablation_zone.enhancing": ("yes", ""),
+    }
+    sr = hd.sr.srread(path)
+    report = hd.sr.MeasurementReport.from_sequence([sr])
+    (group,) = report.get_volumetric_roi_measurement_groups(tracking_uid=TRACKING_UID)
+    assert group.finding_type == codes.SCT.Necrosis
+    names = [str(i.ConceptNameCodeSequence[0].CodeValue) for i in sr.ContentSequence]
+    procedure = sr.ContentSequence[names.index("121058")]  # Procedure reported
+    assert procedure.ConceptCodeSequence[0].CodeValue == "25056-3"  # MRI unspecified region
+    for obj in (seg.path, path):
+        run = subprocess.run([dciodvfy, str(obj)], capture_output=True, text=True, check=False)
+        errors = [
+            line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")
+        ]
+        assert errors == [], run.stderr

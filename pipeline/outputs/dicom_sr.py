@@ -20,6 +20,7 @@ Codes: :mod:`pipeline.outputs.dicom_codes`.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ from pipeline.outputs.dicom_codes import (
     ENHANCING_VALUES,
     MEASURES,
     STRUCTURES,
+    UNIT_HU,
     coding_scheme_identification,
 )
 from pipeline.outputs.dicom_seg import (
@@ -117,6 +119,10 @@ def sr_groups(
                 )
             if value is not None:
                 group[key] = float(value)
+    for structure, group in groups.items():
+        for key, value in group.items():
+            if not math.isfinite(value):
+                raise DicomOutputError(where, f"{structure} {key} is not finite ({value})")
     return {s: g for s, g in groups.items() if g}
 
 
@@ -236,6 +242,12 @@ def write_lesion_sr(
         seg_numbers = segment_numbers(seg_dataset)
 
     groups = sr_groups(timepoint, extra)
+    if modality == "MR":
+        hu = [f"{s}.{k}" for s, g in groups.items() for k in g if MEASURES[k].unit == UNIT_HU]
+        if hu:
+            raise DicomOutputError(
+                where, f"MR signal is not in Hounsfield units; refusing HU values {hu}"
+            )
     lesion = lesion_structure(timepoint.role)
     evaluations: dict[str, list[hd.sr.QualitativeEvaluation]] = {}
     if Role(timepoint.role) != Role.INTRAPROCEDURAL:
