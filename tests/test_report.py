@@ -62,6 +62,8 @@ def _panels(pid: str, lid: str, tps: list[LesionTimepoint]) -> list:
         masks = dict(base.masks)
         if t.role == "baseline":
             masks = {"tumour": masks["tumour"]}
+        elif t.role == "intraprocedural":
+            masks = {"tumour": masks["tumour"], "iceball": masks["iceball"]}
         elif t.role == "followup":
             masks = {"ablation_zone": masks["iceball"], **({"enhancing": masks["enhancing"]}
                                                            if t.enhancing == "yes" else {})}
@@ -110,11 +112,18 @@ def cohort() -> dict:
     return build_cohort()
 
 
-@pytest.fixture(scope="module")
-def report(cohort, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("report")
-    write_report(out, size_px=256, **cohort)
+def shared_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic cohort's report, written once per test session (read-only for tests:
+    a test that writes beside it works on a copy)."""
+    out = tmp_path_factory.getbasetemp() / "cohort_report"
+    if not (out / "index.html").is_file():
+        write_report(out, size_px=256, **build_cohort())
     return out
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    return shared_report(tmp_path_factory)
 
 
 class _Refs(HTMLParser):

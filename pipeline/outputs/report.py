@@ -176,7 +176,7 @@ def _index_rows(lesions: list[_Lesion], patient_file: Mapping[str, str]) -> list
         cells = [
             ("", f'<a href="{esc(link)}">{esc(les.patient_id)}</a>'),
             ("", f'<a href="{esc(link)}">{esc(les.lesion_id)}</a>'),
-            ("", esc(o.procedure_date.isoformat()) if o else NA),
+            ("date", esc(o.procedure_date.isoformat()) if o else NA),
             ("num", esc(fmt_mm(o.baseline_long_axis_mm)) if o else NA),
             ("num", esc(fmt_days(o.last_followup_days)) if o else NA),
             ("num", esc(fmt_mm(o.last_followup_long_axis_mm)) if o else NA),
@@ -203,7 +203,7 @@ _INDEX_HEADER = (
 def _rate_card(label: str, n: int, total: int, rate: float | None) -> str:
     value = "n/a" if rate is None else f"{100 * rate:.0f} %"
     return (f'<div class="card"><div class="num">{esc(value)}</div>'
-            f'<div class="lab">{esc(label)}: {n} / {total} assessable lesions</div></div>')
+            f'<div class="lab">{esc(label)}: {n} / {total} assessable</div></div>')
 
 
 def _index_html(lesions: list[_Lesion], cohort: CohortSummary, patient_file: Mapping[str, str],
@@ -219,18 +219,21 @@ def _index_html(lesions: list[_Lesion], cohort: CohortSummary, patient_file: Map
         _rate_card("Technical success", cohort.n_technical_success,
                    cohort.n_technical_assessable, cohort.technical_success_rate),
         f'<div class="card{" warn" if n_review else ""}"><div class="num">{n_review}</div>'
-        f'<div class="lab">lesions need review (listed first)</div></div>',
+        f'<div class="lab">{"lesion needs" if n_review == 1 else "lesions need"} review '
+        "(listed first)</div></div>",
     ])
     km = (f'<div class="km">{km_img}</div>' if km_img else
           '<p class="muted">No follow-up yet: no Kaplan–Meier curve.</p>')
+    lesions_word = "lesion needs" if n_review == 1 else "lesions need"
     filter_box = (
         '<input type="checkbox" id="only-review">'
-        f'<label class="filter-box" for="only-review"> show only the {n_review} lesions that '
-        "need review</label>\n"
+        f'<label class="filter-box" for="only-review"> show only the {n_review} '
+        f"{lesions_word} review</label>\n"
     )
     body = (
-        f'<h2>Cohort</h2><div class="cards">{cards}</div>\n'
-        f"<h2>Local tumour control</h2>{km}\n"
+        '<div class="overview"><div><h2>Cohort</h2>'
+        f'<div class="cards">{cards}</div></div>\n'
+        f"<div><h2>Local tumour control</h2>{km}</div></div>\n"
         f'<h2>Lesions</h2>\n<section class="lesions">{filter_box}'
         + table(_INDEX_HEADER, _index_rows(ordered, patient_file), "lesions")
         + "</section>"
@@ -251,7 +254,7 @@ def _timepoint_rows(tps: list[LesionTimepoint]) -> list:
     rows = []
     for t in tps:
         cells = [
-            ("", esc(t.study_date.isoformat())),
+            ("date", esc(t.study_date.isoformat())),
             ("num", esc(f"{t.days_since_procedure:+d}")),
             ("", esc(t.role.value)),
             ("", esc(t.modality)),
@@ -274,15 +277,23 @@ def _timepoint_rows(tps: list[LesionTimepoint]) -> list:
     return rows
 
 
+def _panel_title(panel: ReviewPanel) -> str:
+    return (f"{panel.study_date.isoformat()} · {panel.role.value} · "
+            f"day {panel.days_since_procedure:+d} · {panel.modality}")
+
+
+def _panel_alt(panel: ReviewPanel) -> str:
+    """Alt text: what the picture says in words (values and flags are drawn beside it)."""
+    values = "; ".join(f"{k}: {v}" for k, v in panel.values.items())
+    flags = "; ".join(panel.flags)
+    return (f"Axial {panel.modality}, lesion {panel.lesion_id}, {_panel_title(panel)}. "
+            f"{values}" + (f". Flags: {flags}" if flags else ""))
+
+
 def _panel_html(panel: ReviewPanel, img_html: str) -> str:
-    title = (f"{panel.study_date.isoformat()} · {panel.role.value} · "
-             f"day {panel.days_since_procedure:+d} · {panel.modality}")
-    return (
-        f'<figure class="panel">{img_html}<figcaption><h4>{esc(title)}</h4>'
-        + keyvals(panel.values.items())
-        + bullet_list(list(panel.flags), "flags")
-        + "</figcaption></figure>"
-    )
+    """One study: caption, then the overlay (its values and flags are in the picture)."""
+    return (f'<figure class="panel"><figcaption>{esc(_panel_title(panel))}</figcaption>'
+            f"{img_html}</figure>")
 
 
 def _lesion_html(les: _Lesion, size_img: str, panel_imgs: list[str]) -> str:
@@ -385,8 +396,7 @@ def write_report(
             name = (f"{stem}__{panel.study_date.strftime('%Y%m%d')}_{panel.role.value}"
                     f"_{n:02d}.png")
             png = render_overlay(panel, img_dir / name, size_px=size_px)
-            panel_imgs.append(_img(out_dir, png, "../", f"{panel.role.value} "
-                                   f"{panel.study_date.isoformat()}, lesion {lid}"))
+            panel_imgs.append(_img(out_dir, png, "../", _panel_alt(panel)))
         by_patient.setdefault(pid, []).append(_lesion_html(les, size_img, panel_imgs))
 
     for pid, sections in by_patient.items():

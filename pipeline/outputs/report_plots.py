@@ -43,9 +43,10 @@ def _volume(tp: LesionTimepoint) -> float | None:
 def size_over_time_figure(timepoints: Sequence[LesionTimepoint]) -> Figure:
     """Long axis (left axis, solid) and volume (right axis, dashed) vs days since procedure.
 
-    Baseline tumour, intra-procedural ice ball and follow-up ablation zones have their own
-    markers; enhancing follow-ups are ringed red (equivocal: orange) with a shaded band;
-    a dotted line carries the baseline tumour long axis across, for the size comparison.
+    Baseline tumour and follow-up ablation zones are joined (what "size decrease" compares);
+    the intra-procedural ice ball is an unjoined triangle; enhancing follow-ups are ringed
+    red (equivocal: orange) with a shaded band; a dotted line carries the baseline tumour
+    long axis across, for the size comparison.
     """
     if not timepoints:
         raise ValueError("size_over_time_figure needs at least one timepoint")
@@ -53,9 +54,9 @@ def size_over_time_figure(timepoints: Sequence[LesionTimepoint]) -> Figure:
     if len(keys) != 1:
         raise ValueError(f"size_over_time_figure takes one lesion, got {sorted(keys)}")
     ordered = sorted(timepoints, key=lambda t: (t.days_since_procedure, t.study_instance_uid))
-    fig = Figure(figsize=(6.4, 3.4), dpi=100, facecolor="white")
+    fig = Figure(figsize=(6.4, 3.6), dpi=100, facecolor="white")
     FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.11, 0.16, 0.76, 0.72))
+    ax = fig.add_axes((0.11, 0.24, 0.76, 0.64))
     ax_vol = ax.twinx()
     ax.axvline(0, color="#555555", lw=1, ls="-", zorder=1)
     ax.text(0, 1.01, "procedure", transform=ax.get_xaxis_transform(), ha="center",
@@ -67,11 +68,14 @@ def size_over_time_figure(timepoints: Sequence[LesionTimepoint]) -> Figure:
             ax.axvspan(tp.days_since_procedure - 6, tp.days_since_procedure + 6,
                        color=colour, alpha=0.15, lw=0, zorder=0)
 
-    # long axis: one line through tumour → (ice ball) → zones, markers per role
+    # long axis: the line joins the baseline tumour and the follow-up zones (the quantities
+    # compared for "size decrease"); the intra-procedural ice ball is a marker on its own
     series = [(t.days_since_procedure, _long_axis(t), t) for t in ordered]
-    pts = [(d, v) for d, v, _ in series if v is not None]
-    if pts:
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], color="#333333", lw=1.3, zorder=2)
+    joined = [(d, v) for d, v, t in series
+              if v is not None and t.role is not Role.INTRAPROCEDURAL]
+    if joined:
+        ax.plot([p[0] for p in joined], [p[1] for p in joined], color="#333333", lw=1.3,
+                zorder=2)
     for day, value, tp in series:
         if value is None:
             continue
@@ -87,16 +91,20 @@ def size_over_time_figure(timepoints: Sequence[LesionTimepoint]) -> Figure:
         ax.axhline(baseline[-1].long_axis_mm, color=MASK_COLOURS["tumour"], lw=1.2, ls=":",
                    zorder=1)
 
-    vols = [(t.days_since_procedure, _volume(t)) for t in ordered]
-    vols = [(d, v) for d, v in vols if v is not None]
-    if vols:
-        ax_vol.plot([v[0] for v in vols], [v[1] for v in vols], color="#1f77b4", lw=1.1,
+    vols = [(t.days_since_procedure, _volume(t), t.role) for t in ordered]
+    line = [(d, v) for d, v, r in vols if v is not None and r is not Role.INTRAPROCEDURAL]
+    if line:
+        ax_vol.plot([v[0] for v in line], [v[1] for v in line], color="#1f77b4", lw=1.1,
                     ls="--", marker=".", zorder=2)
+    ice = [(d, v) for d, v, r in vols if v is not None and r is Role.INTRAPROCEDURAL]
+    if ice:
+        ax_vol.plot([v[0] for v in ice], [v[1] for v in ice], color="#1f77b4", marker="^",
+                    mfc="none", ls="none", zorder=2)
     ax.set_xlabel("days since procedure")
     ax.set_ylabel("long axis (mm)")
     ax_vol.set_ylabel("volume (ml)", color="#1f77b4")
     ax_vol.tick_params(axis="y", colors="#1f77b4")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, max([v for _, v, _ in series if v is not None], default=1.0) * 1.15)
     ax_vol.set_ylim(bottom=0)
     ax.grid(True, color="#dddddd", lw=0.6)
     handles = [
@@ -141,8 +149,9 @@ def km_figure(curve: KaplanMeierCurve) -> Figure:
     ax.set_ylabel("local tumour control")
     ax.grid(True, color="#dddddd", lw=0.6)
     ax.set_title(
-        f"Kaplan–Meier local tumour control (n = {curve.n_lesions} lesions, "
-        f"{curve.n_events} events)", fontsize=9, fontweight="bold",
+        f"Kaplan–Meier local tumour control (n = {curve.n_lesions} "
+        f"lesion{'s' * (curve.n_lesions != 1)}, {curve.n_events} "
+        f"event{'s' * (curve.n_events != 1)})", fontsize=9, fontweight="bold",
     )
     ax.text(days[-1], prob[-1] + 0.03, f"{100 * prob[-1]:.0f} % at day {days[-1]:.0f}",
             ha="right", va="bottom", fontsize=8, color="#1f4e9c")
