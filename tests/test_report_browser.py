@@ -27,6 +27,10 @@ _PROBE = (
     "<script>window.addEventListener('load',function(){var r=[];"
     "document.querySelectorAll('img').forEach(function(i){"
     "r.push(i.getAttribute('src')+' '+i.naturalWidth+' '+i.naturalHeight);});"
+    # the CSS-only filter: tick it and record which lesion rows stay displayed
+    "var f=document.getElementById('only-review');if(f){f.checked=true;"
+    "document.querySelectorAll('tr.ok,tr.review').forEach(function(t){"
+    "r.push('row '+t.className+' '+getComputedStyle(t).display);});}"
     "var p=document.createElement('pre');p.id='img-probe';p.textContent=r.join('\\n');"
     "document.body.appendChild(p);});</script>"
 )
@@ -82,14 +86,20 @@ def _check_in_chromium(pages: list[Path], screenshot_pages: list[Path], tmp: Pat
         if kind == "dom":
             assert 'id="img-probe"' in out, f"{page.name}: the load event never fired"
             probe_text = out.split('id="img-probe">', 1)[1].split("</pre>", 1)[0]
-            decoded = {}
+            decoded, rows = {}, []
             for line in probe_text.strip().splitlines():
+                if line.startswith("row "):
+                    rows.append(tuple(line.split()[1:]))
+                    continue
                 src, width, height = line.rsplit(" ", 2)
                 decoded[src.replace("&amp;", "&")] = (int(width), int(height))
             expected = _parse(page).imgs
             assert expected, f"{page.name} has no images"
             assert sorted(decoded) == sorted(expected), page.name
             assert all(w > 0 and h > 0 for w, h in decoded.values()), (page.name, decoded)
+            if page.name == "index.html":  # filter on: only the rows needing review show
+                assert {"review", "ok"} <= {cls for cls, _ in rows}, rows
+                assert all((disp == "none") == (cls == "ok") for cls, disp in rows), rows
     for page, shot in shots.items():
         rgb = imread(shot)[..., :3]
         assert rgb.shape[:2] == (1000, 1400), page.name

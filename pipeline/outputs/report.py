@@ -224,11 +224,10 @@ def _index_html(lesions: list[_Lesion], cohort: CohortSummary, patient_file: Map
     ])
     km = (f'<div class="km">{km_img}</div>' if km_img else
           '<p class="muted">No follow-up yet: no Kaplan–Meier curve.</p>')
-    lesions_word = "lesion needs" if n_review == 1 else "lesions need"
     filter_box = (
         '<input type="checkbox" id="only-review">'
-        f'<label class="filter-box" for="only-review"> show only the {n_review} '
-        f"{lesions_word} review</label>\n"
+        f'<label class="filter-box" for="only-review"> show only lesions that need review '
+        f"({n_review})</label>\n"
     )
     body = (
         '<div class="overview"><div><h2>Cohort</h2>'

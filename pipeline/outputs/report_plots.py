@@ -62,10 +62,12 @@ def size_over_time_figure(timepoints: Sequence[LesionTimepoint]) -> Figure:
     ax.text(0, 1.01, "procedure", transform=ax.get_xaxis_transform(), ha="center",
             va="bottom", fontsize=8, color="#555555")
 
+    all_days = [t.days_since_procedure for t in ordered] + [0]
+    band_days = max(2.0, 0.015 * (max(all_days) - min(all_days)))
     for tp in ordered:
         colour = _ENHANCING_COLOUR.get(tp.enhancing)
         if tp.role is Role.FOLLOWUP and colour is not None:
-            ax.axvspan(tp.days_since_procedure - 6, tp.days_since_procedure + 6,
+            ax.axvspan(tp.days_since_procedure - band_days, tp.days_since_procedure + band_days,
                        color=colour, alpha=0.15, lw=0, zorder=0)
 
     # long axis: the line joins the baseline tumour and the follow-up zones (the quantities
