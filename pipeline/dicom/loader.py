@@ -34,7 +34,7 @@ from pipeline.dicom.errors import (
 )
 from pipeline.dicom.geometry import row_col_normal, tilt_angle_deg
 from pipeline.dicom.loader_frames import Frame, frames_from_dataset
-from pipeline.dicom.loader_pixels import read_dataset
+from pipeline.dicom.loader_pixels import raw_text, read_dataset
 from pipeline.dicom.loader_resample import deshear_slices, even_out_spacing
 from pipeline.image import Volume
 
@@ -62,7 +62,7 @@ def _read(paths: Sequence[Path | str]) -> tuple[list[Frame], Any]:
     series_uids: dict[str, int] = {}
     for path in paths:
         ds = read_dataset(path)
-        uid = str(ds.get("SeriesInstanceUID", ""))
+        uid = raw_text(ds, 0x0020000E) or ""
         series_uids[uid] = series_uids.get(uid, 0) + 1
         if first is None:
             first = ds

@@ -9,6 +9,7 @@ Three layouts become the same :class:`Frame` list, which the loader then sorts a
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pydicom.dataset import Dataset
 
 from pipeline.dicom.errors import MissingTagError, UnreadableFileError
 from pipeline.dicom.geometry import row_col_normal
-from pipeline.dicom.loader_pixels import decode_frames
+from pipeline.dicom.loader_pixels import decode_frames, raw_int, raw_text
 
 __all__ = ["Frame", "frames_from_dataset"]
 
@@ -51,15 +52,17 @@ class Frame:
 
 
 def _floats(value: Any, n: int, keyword: str, where: str) -> npt.NDArray[np.float64]:
+    """``n`` finite floats from a pydicom value or a raw backslash-separated string."""
     if value is None or value == "":
         raise MissingTagError(where, f"{keyword} is missing")
+    items = value.split("\\") if isinstance(value, str) else value
     try:
-        arr = np.asarray([float(v) for v in (value if n > 1 else [value])], dtype=np.float64)
+        floats = [float(v) for v in (items if n > 1 or isinstance(value, str) else [value])]
     except (TypeError, ValueError) as exc:
         raise MissingTagError(where, f"{keyword} is not numeric: {value!r}") from exc
-    if arr.size != n or not np.all(np.isfinite(arr)):
+    if len(floats) != n or not all(math.isfinite(v) for v in floats):
         raise MissingTagError(where, f"{keyword} must have {n} finite values, got {value!r}")
-    return arr
+    return np.array(floats, dtype=np.float64)
 
 
 def _optional_float(value: Any) -> float | None:
@@ -67,7 +70,7 @@ def _optional_float(value: Any) -> float | None:
         v = float(value)
     except (TypeError, ValueError):
         return None
-    return v if np.isfinite(v) and v > 0 else None
+    return v if math.isfinite(v) and v > 0 else None
 
 
 def _spacing(value: Any, where: str) -> tuple[float, float]:
@@ -83,13 +86,21 @@ def _orientation(value: Any, where: str) -> npt.NDArray[np.float64]:
 
 
 def _rescale(item: Any) -> tuple[float, float]:
-    slope = item.get("RescaleSlope") if item is not None else None
-    intercept = item.get("RescaleIntercept") if item is not None else None
-    s = float(slope) if slope not in (None, "") else 1.0
-    b = float(intercept) if intercept not in (None, "") else 0.0
-    if s == 0 or not np.isfinite(s) or not np.isfinite(b):
-        s, b = 1.0, 0.0
+    """(slope, intercept) of a dataset or functional group item; (1, 0) when absent."""
+    if item is None:
+        return 1.0, 0.0
+    try:
+        s = float(raw_text(item, _RESCALE_SLOPE) or 1.0)
+        b = float(raw_text(item, _RESCALE_INTERCEPT) or 0.0)
+    except ValueError:
+        return 1.0, 0.0
+    if s == 0 or not math.isfinite(s) or not math.isfinite(b):
+        return 1.0, 0.0
     return s, b
+
+
+_RESCALE_SLOPE = 0x00281053
+_RESCALE_INTERCEPT = 0x00281052
 
 
 class _LazyPixels:
@@ -108,28 +119,36 @@ class _LazyPixels:
 
 
 def _is_mosaic(ds: Dataset) -> bool:
-    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    image_type = (raw_text(ds, 0x00080008) or "").upper().split("\\")
     return "MOSAIC" in image_type and (0x0029, 0x1010) in ds
 
 
+def _instance_number(ds: Dataset) -> int:
+    try:
+        return raw_int(ds, 0x00200013) or 0
+    except ValueError:
+        return 0
+
+
 def _single_frame(ds: Dataset, where: str) -> list[Frame]:
+    """A classic one-slice-per-file image; attributes read raw for speed (hot path)."""
     lazy = _LazyPixels(ds, where)
     slope, intercept = _rescale(ds)
     return [
         Frame(
             where=where,
-            position_lps=_floats(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient", where),
-            orientation=_orientation(ds.get("ImageOrientationPatient"), where),
-            pixel_spacing_mm=_spacing(ds.get("PixelSpacing"), where),
-            rows=int(ds.Rows),
-            cols=int(ds.Columns),
+            position_lps=_floats(raw_text(ds, 0x00200032), 3, "ImagePositionPatient", where),
+            orientation=_orientation(raw_text(ds, 0x00200037), where),
+            pixel_spacing_mm=_spacing(raw_text(ds, 0x00280030), where),
+            rows=raw_int(ds, 0x00280010) or 0,
+            cols=raw_int(ds, 0x00280011) or 0,
             slope=slope,
             intercept=intercept,
-            sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
-            instance_number=int(ds.get("InstanceNumber") or 0),
+            sop_instance_uid=raw_text(ds, 0x00080018) or "",
+            instance_number=_instance_number(ds),
             frame_number=1,
-            slice_thickness_mm=_optional_float(ds.get("SliceThickness")),
-            spacing_between_slices_mm=_optional_float(ds.get("SpacingBetweenSlices")),
+            slice_thickness_mm=_optional_float(raw_text(ds, 0x00180050)),
+            spacing_between_slices_mm=_optional_float(raw_text(ds, 0x00180088)),
             pixels=lambda: lazy.frame(0),
         )
     ]
@@ -285,11 +304,11 @@ def frames_from_dataset(ds: Dataset, where: str | Path) -> list[Frame]:
     where = str(where)
     if "PixelData" not in ds:
         raise MissingTagError(where, "no Pixel Data (not an image)")
-    for keyword in ("Rows", "Columns"):
-        if ds.get(keyword) in (None, ""):
+    for keyword, tag in (("Rows", 0x00280010), ("Columns", 0x00280011)):
+        if not raw_int(ds, tag):
             raise MissingTagError(where, f"{keyword} is missing")
     if _is_mosaic(ds):
         return _mosaic(ds, where)
-    if int(ds.get("NumberOfFrames") or 1) > 1 or "PerFrameFunctionalGroupsSequence" in ds:
+    if (raw_int(ds, 0x00280008) or 1) > 1 or "PerFrameFunctionalGroupsSequence" in ds:
         return _multi_frame(ds, where)
     return _single_frame(ds, where)
