@@ -246,7 +246,7 @@ _OUTLINE = [patheffects.withStroke(linewidth=2.5, foreground="black")]
 
 
 def _draw_caliper(ax: Any, pts_lps: npt.NDArray[np.float64], colour: str, name: str,
-                  fontsize: float) -> None:
+                  fontsize: float, plane: _AxialPlane, size_px: int) -> None:
     p0, p1 = pts_lps[0, :2], pts_lps[1, :2]
     vec = p1 - p0
     norm = float(np.linalg.norm(vec))
@@ -258,14 +258,23 @@ def _draw_caliper(ax: Any, pts_lps: npt.NDArray[np.float64], colour: str, name: 
         ax.plot(tick[:, 0], tick[:, 1], color=colour, lw=1.6, solid_capstyle="butt")
     # label beyond one end, pushed outwards so it does not sit on the lesion; the long
     # axis prefers its upper-right end, the short axis its lower-left end (no collision)
+    label = f"{name} {caliper_length_mm(pts_lps):.1f} mm"
     score = (p0[0] - p0[1], p1[0] - p1[1]) if name == "LA" else (p0[1] - p0[0], p1[1] - p1[0])
     end, out = (p1, unit) if score[1] >= score[0] else (p0, -unit)
-    pos = end + out * 2.5
-    ha = "left" if out[0] > 0.3 else ("right" if out[0] < -0.3 else "center")
-    va = "top" if out[1] > 0.3 else ("bottom" if out[1] < -0.3 else "center")
-    ax.text(pos[0], pos[1], f"{name} {caliper_length_mm(pts_lps):.1f} mm", color=colour,
-            fontsize=fontsize, fontweight="bold", ha=ha, va=va, path_effects=_OUTLINE,
-            clip_on=True, gid=f"caliper-{name}", zorder=5)
+    # label size in mm (DejaVu Sans bold ≈ 0.65 em per character), to keep it in view
+    left, right, bottom, top = plane.extent
+    mm_per_pt = (right - left) / size_px * 100 / 72
+    width_mm = 0.65 * fontsize * len(label) * mm_per_pt
+    height_mm = 1.2 * fontsize * mm_per_pt
+    centre = end + out * 2.5 + np.array([np.sign(round(out[0] / 0.6)) * width_mm / 2,
+                                         np.sign(round(out[1] / 0.6)) * height_mm / 2])
+    margin = 0.08 * (right - left)  # clear of the orientation letters
+    centre[0] = np.clip(centre[0], left + margin + width_mm / 2, right - margin - width_mm / 2)
+    centre[1] = np.clip(centre[1], top + margin + height_mm / 2,
+                        bottom - margin - height_mm / 2)
+    ax.text(centre[0], centre[1], label, color=colour, fontsize=fontsize, fontweight="bold",
+            ha="center", va="center", path_effects=_OUTLINE, clip_on=True,
+            gid=f"caliper-{name}", zorder=5)
 
 
 def _draw_frame_marks(ax: Any, plane: _AxialPlane, fontsize: float) -> None:
@@ -395,7 +404,7 @@ def overlay_figure(panel: ReviewPanel, *, size_px: int = 512) -> Figure:
     for name, pts, colour in (("LA", panel.long_axis_endpoints_lps, _LONG_COLOUR),
                               ("SA", panel.short_axis_endpoints_lps, _SHORT_COLOUR)):
         if pts is not None:
-            _draw_caliper(ax, pts, colour, name, fontsize)
+            _draw_caliper(ax, pts, colour, name, fontsize, plane, size_px)
     _draw_frame_marks(ax, plane, fontsize)
     left, right, bottom, top = plane.extent
     ax.set_xlim(left, right)
