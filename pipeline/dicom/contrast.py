@@ -31,15 +31,20 @@ including dynamic arterial/venous/delayed phases); there is no MR content check.
 
 **2. CT content** (:func:`measure_ct_content`, when ``content_check`` is on). Five
 slices (25, 37.5, 50, 62.5, 75 % of the stack) are decoded, converted to HU and
-block-averaged to ~2 mm pixels. In each slice the vertebral body (largest filled bone
-component > 200 HU near the midline, posterior half of the body) anchors a window
-anterior-left of it where the aorta lies. Aorta HU = median of the largest round bright
-(> 150 HU) component in that window (the bright mask is first opened with a ~6 mm disc
-so renal veins joining the aorta do not spoil its roundness), else (unenhanced blood
-has tissue density) the median of the soft-tissue pixels (−20…150 HU) there. Dense
-urine = a component > 650 HU (median ≥ 750 HU) in the kidney windows (30–110 mm either
-side of the vertebra) with enhanced parenchyma (100–350 HU) making up ≥ 25 % of its
-10 mm neighbourhood; this excludes ribs, stones in unenhanced kidneys and cryoprobes.
+block-averaged to ~2 mm pixels. In each slice:
+
+- the vertebral body (largest filled bone component > 200 HU near the midline, posterior
+  half of the body) anchors a window anterior-left of it where the aorta lies;
+- aorta HU = median of the largest round bright (> 120 HU) component in that window (the
+  bright mask is first opened with a ~5 mm disc so renal veins joining the aorta do not
+  spoil its roundness), else (unenhanced blood has tissue density) the median of the
+  soft-tissue pixels (−20…150 HU) there;
+- dense urine = a component > 650 HU (median ≥ 750 HU) in the kidney windows (40–110 mm
+  either side of the vertebra; the aorta and its wall, where plaque calcifies, excluded)
+  that is not embedded in a larger > 200 HU structure (cancellous bone: ribs, vertebrae)
+  and has enhanced parenchyma (130–350 HU) in ≥ 25 % of its 10 mm neighbourhood (so
+  stones and cryoprobes in unenhanced kidneys do not count).
+
 Slices are combined: the median of the slices where a bright round aorta was found,
 else the lowest soft-tissue estimate (a slice through an intervertebral disc has no bone
 anchor and can only raise it); dense urine in any slice counts. Content phase:
@@ -288,12 +293,13 @@ def measure_ct_slice(
     window = body & ~vert & (x_mm > vx - 15) & (x_mm < vx + 45) & (y_mm > y_ant - 45) & (
         y_mm < y_ant + 5)
     aorta_hu: float | None = None
-    bright = window & (img > 150) & (img < 1000)
+    bright = window & (img > 120) & (img < 1000)
     # Opening by a ~6 mm disc detaches thin vessels (renal veins) from the round aorta.
-    r = max(1, round(6.0 / max(pr, pc)))
+    r = max(1, round(5.0 / max(pr, pc)))
     disc = np.hypot(*np.mgrid[-r : r + 1, -r : r + 1]) <= r
     bright_lab, _ = ndi.label(ndi.binary_opening(bright, structure=disc))
     best_area = 0.0
+    aorta_mask = np.zeros(img.shape, dtype=bool)
     for idx, sl in enumerate(ndi.find_objects(bright_lab), start=1):
         comp = bright_lab[sl] == idx
         area = float(comp.sum()) * px_area
@@ -301,6 +307,7 @@ def measure_ct_slice(
         if 80 <= area <= 1500 and fill > 0.5 and area > best_area:
             best_area = area
             aorta_hu = float(np.median(img[sl][comp]))
+            aorta_mask = bright_lab == idx
     note = "aorta: bright round component"
     if aorta_hu is None:
         soft = window & (img > -20) & (img < 150)
@@ -309,19 +316,27 @@ def measure_ct_slice(
         aorta_hu = float(np.median(img[soft]))
         note = "aorta: soft-tissue median anterior-left of the vertebra"
 
-    kidney_win = body & ~vert & (np.abs(x_mm - vx) > 30) & (np.abs(x_mm - vx) < 110) & (
-        y_mm > y_ant - 60) & (y_mm < y_ant + 60)
+    # Kidney windows, minus the aorta and its wall (calcified plaques are dense too).
+    wall = ndi.binary_dilation(aorta_mask, iterations=max(1, round(6.0 / max(pr, pc))))
+    kidney_win = body & ~vert & ~wall & (np.abs(x_mm - vx) > 40) & (
+        np.abs(x_mm - vx) < 110) & (y_mm > y_ant - 60) & (y_mm < y_ant + 60)
     dense_lab, _ = ndi.label(kidney_win & (img > 650))
     dense = False
     near = max(1, round(10.0 / max(pr, pc)))
+    above_200, _ = ndi.label(img > 200)
     for idx in range(1, int(dense_lab.max()) + 1):
         comp = dense_lab == idx
-        if comp.sum() * px_area < 12 or float(np.median(img[comp])) < 750:
+        area = float(comp.sum()) * px_area
+        if area < 12 or float(np.median(img[comp])) < 750:
+            continue
+        # Bone: the dense cortex sits in a larger > 200 HU structure (cancellous bone).
+        host = above_200 == above_200[comp][0]
+        if float(host.sum()) * px_area > 3.0 * area + 40.0:
             continue
         # Urine sits in an enhanced kidney: enhanced parenchyma (100–350 HU) within ~10 mm.
         # Ribs (muscle/fat around), stones and probes in unenhanced kidneys fail this.
         ring = ndi.binary_dilation(comp, iterations=near) & ~comp & body
-        if ring.any() and float(np.mean((img[ring] > 100) & (img[ring] < 350))) >= 0.25:
+        if ring.any() and float(np.mean((img[ring] > 130) & (img[ring] < 350))) >= 0.25:
             dense = True
             break
     return aorta_hu, dense, note
