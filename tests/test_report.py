@@ -21,7 +21,14 @@ from pipeline.assessment import (
     assess_lesion,
     summarize_cohort,
 )
-from pipeline.outputs.report import report_slug, write_report
+from pipeline.outputs.report import write_report
+from pipeline.outputs.report_images import (
+    RenderedPanel,
+    read_rendered_json,
+    render_lesion_panels,
+    report_slug,
+    write_rendered_json,
+)
 from pipeline.outputs.report_plots import km_png, size_over_time_png
 from tests.test_overlay import PRONE, make_panel
 
@@ -137,10 +144,16 @@ class _Refs(HTMLParser):
         self.tags: list[str] = []
         self.text: list[str] = []
         self.row_classes: list[str] = []
+        self.open: list[str] = []
+        self.unbalanced: list[str] = []
+
+    _VOID = frozenset({"meta", "link", "img", "br", "hr", "input", "col", "wbr"})
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         self.tags.append(tag)
+        if tag not in self._VOID:
+            self.open.append(tag)
         if "id" in a:
             self.ids.add(a["id"])
         if tag == "img":
@@ -149,6 +162,12 @@ class _Refs(HTMLParser):
             self.links.append(a["href"])
         if tag == "tr" and a.get("class") in ("review", "ok"):
             self.row_classes.append(a["class"])
+
+    def handle_endtag(self, tag):
+        if self.open and self.open[-1] == tag:
+            self.open.pop()
+        else:
+            self.unbalanced.append(f"</{tag}> with open {self.open[-3:]}")
 
     def handle_data(self, data):
         self.text.append(data)
@@ -170,6 +189,8 @@ def test_every_reference_is_relative_and_resolves(report):
     for page in pages:
         refs = _parse(page)
         assert "script" not in refs.tags  # no JavaScript at all
+        assert not refs.unbalanced and not refs.open, (page.name, refs.unbalanced, refs.open)
+        assert len(refs.ids) == sum(1 for _ in re.finditer(r'\sid="', page.read_text("utf-8")))
         assert not re.search(r"(?i)(https?:|//[a-z])|@import|url\(", page.read_text("utf-8"))
         for src in refs.imgs:
             assert not urlsplit(src).scheme and not src.startswith("/"), src
@@ -270,3 +291,33 @@ def test_charts_validate_their_input(cohort, tmp_path):
     with pytest.raises(ValueError, match="equal, non-empty"):
         km_png(KaplanMeierCurve(days=(0.0, 1.0), control_probability=(1.0,), n_lesions=1,
                                 n_events=0), tmp_path / "k.png")
+
+
+def test_rendering_per_lesion_then_assembling_gives_the_same_report(report, cohort, tmp_path):
+    records = []
+    for key in sorted({(p.patient_id, p.lesion_id) for p in cohort["panels"]}):
+        lesion_panels = [p for p in cohort["panels"] if (p.patient_id, p.lesion_id) == key]
+        rendered = render_lesion_panels(tmp_path, lesion_panels, size_px=256)
+        json_path = write_rendered_json(tmp_path / "json" / f"{report_slug(key[1])}.json",
+                                        rendered)
+        assert read_rendered_json(json_path) == rendered
+        records += read_rendered_json(json_path)
+    write_report(tmp_path, size_px=256, **dict(cohort, panels=records))
+    for page in _pages(report):
+        rel = page.relative_to(report)
+        assert (tmp_path / rel).read_bytes() == page.read_bytes(), rel
+    for png in (report / "img").glob("*.png"):
+        assert (tmp_path / "img" / png.name).read_bytes() == png.read_bytes(), png.name
+
+
+def test_rendered_panels_are_checked(cohort, tmp_path):
+    panel = cohort["panels"][0]
+    record = RenderedPanel(panel.patient_id, panel.lesion_id, panel.study_date, panel.role,
+                           panel.days_since_procedure, panel.modality, "img/none.png")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        write_report(tmp_path, **dict(cohort, panels=[record]))
+    with pytest.raises(ValueError, match="both rendered and unrendered"):
+        write_report(tmp_path, **dict(cohort, panels=[record, panel]))
+    for bad in ("/abs/x.png", "../x.png", "img/x.jpg"):
+        with pytest.raises(ValueError, match="png_relpath"):
+            dataclasses.replace(record, png_relpath=bad)

@@ -6,7 +6,10 @@ Layout written by :func:`write_report`::
     out_dir/patients/<patient>.html    per lesion: flags, size over time, one panel per study
     out_dir/img/*.png                  overlays and charts
 
-Pages link to each other and to their images with relative links only; the CSS
+Overlays are rendered here from :class:`~pipeline.outputs.overlay.ReviewPanel` objects, or
+beforehand, one lesion per job, with :func:`~pipeline.outputs.report_images.render_lesion_panels`
+(then only the small :class:`~pipeline.outputs.report_images.RenderedPanel` records are
+passed in). Pages link to each other and to their images with relative links only; the CSS
 (``report_assets/report.css``) is inlined, there is no JavaScript (the "needs review"
 filter is a CSS checkbox), and nothing is fetched from elsewhere. The same inputs give
 the same bytes: nothing time-dependent is written unless it comes from ``run_info``.
@@ -14,9 +17,7 @@ the same bytes: nothing time-dependent is written unless it comes from ``run_inf
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from pipeline.assessment.cohort import CohortSummary
 from pipeline.assessment.records import LesionOutcome, LesionTimepoint, Role
-from pipeline.outputs.overlay import MASK_COLOURS, MASK_LABELS, ReviewPanel, render_overlay
+from pipeline.outputs.overlay import MASK_COLOURS, MASK_LABELS, ReviewPanel
 from pipeline.outputs.report_html import (
     NA,
     badge,
@@ -40,24 +41,19 @@ from pipeline.outputs.report_html import (
     run_info_html,
     table,
 )
+from pipeline.outputs.report_images import (
+    IMG_DIR,
+    RenderedPanel,
+    lesion_stem,
+    panel_sort_key,
+    render_lesion_panels,
+    report_slug,
+)
 from pipeline.outputs.report_plots import km_png, size_over_time_png
 
-__all__ = ["write_report", "report_slug"]
+__all__ = ["write_report"]
 
 _ROLE_ORDER = {Role.BASELINE: 0, Role.INTRAPROCEDURAL: 1, Role.FOLLOWUP: 2}
-
-
-def report_slug(text: str) -> str:
-    """A file-name-safe, URL-safe form of an identifier (``[A-Za-z0-9_-]``).
-
-    Identifiers that are not already safe get a short hash of the original appended, so
-    two different identifiers never share a file (``P/1`` and ``P_1`` differ).
-    """
-    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")
-    if safe != text or not safe:
-        digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
-        safe = f"{safe or 'id'}-{digest}"
-    return safe
 
 
 @dataclass
@@ -66,7 +62,7 @@ class _Lesion:
     lesion_id: str
     outcome: LesionOutcome | None = None
     timepoints: list[LesionTimepoint] = field(default_factory=list)
-    panels: list[ReviewPanel] = field(default_factory=list)
+    panels: list[RenderedPanel] = field(default_factory=list)
 
     @property
     def needs_review(self) -> bool:
@@ -84,7 +80,7 @@ class _Lesion:
 
 
 def _collect(outcomes: Sequence[LesionOutcome], timepoints: Sequence[LesionTimepoint],
-             panels: Sequence[ReviewPanel]) -> dict[tuple[str, str], _Lesion]:
+             panels: Sequence[RenderedPanel]) -> dict[tuple[str, str], _Lesion]:
     lesions: dict[tuple[str, str], _Lesion] = {}
 
     def get(pid: str, lid: str) -> _Lesion:
@@ -102,8 +98,7 @@ def _collect(outcomes: Sequence[LesionOutcome], timepoints: Sequence[LesionTimep
     for les in lesions.values():
         les.timepoints.sort(key=lambda t: (t.days_since_procedure, _ROLE_ORDER[t.role],
                                            t.study_instance_uid))
-        les.panels.sort(key=lambda p: (p.days_since_procedure, p.study_date,
-                                       _ROLE_ORDER[p.role], p.study_instance_uid, p.modality))
+        les.panels.sort(key=panel_sort_key)
     return dict(sorted(lesions.items()))
 
 
@@ -129,9 +124,9 @@ def _png_size(path: Path) -> tuple[int, int]:
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
-def _img(out_dir: Path, png: Path, rel_from: str, alt: str) -> str:
-    width, height = _png_size(png)
-    src = rel_from + png.relative_to(out_dir).as_posix()
+def _img(out_dir: Path, rel_png: str, rel_from: str, alt: str) -> str:
+    width, height = _png_size(out_dir / rel_png)
+    src = rel_from + rel_png
     return (f'<img src="{esc(src)}" width="{width}" height="{height}" alt="{esc(alt)}" '
             f'loading="eager">')
 
@@ -276,12 +271,12 @@ def _timepoint_rows(tps: list[LesionTimepoint]) -> list:
     return rows
 
 
-def _panel_title(panel: ReviewPanel) -> str:
+def _panel_title(panel: RenderedPanel) -> str:
     return (f"{panel.study_date.isoformat()} · {panel.role.value} · "
             f"day {panel.days_since_procedure:+d} · {panel.modality}")
 
 
-def _panel_alt(panel: ReviewPanel) -> str:
+def _panel_alt(panel: RenderedPanel) -> str:
     """Alt text: what the picture says in words (values and flags are drawn beside it)."""
     values = "; ".join(f"{k}: {v}" for k, v in panel.values.items())
     flags = "; ".join(panel.flags)
@@ -289,7 +284,7 @@ def _panel_alt(panel: ReviewPanel) -> str:
             f"{values}" + (f". Flags: {flags}" if flags else ""))
 
 
-def _panel_html(panel: ReviewPanel, img_html: str) -> str:
+def _panel_html(panel: RenderedPanel, img_html: str) -> str:
     """One study: caption, then the overlay (its values and flags are in the picture)."""
     return (f'<figure class="panel"><figcaption>{esc(_panel_title(panel))}</figcaption>'
             f"{img_html}</figure>")
@@ -346,12 +341,33 @@ def _patient_html(patient_id: str, sections: list[str], run_info: Mapping[str, s
 
 
 # ------------------------------------------------------------------------- entry point
+def _rendered_panels(out_dir: Path, panels: Sequence[ReviewPanel | RenderedPanel],
+                     size_px: int) -> list[RenderedPanel]:
+    """Render the ReviewPanels; check that pre-rendered panels' PNGs are in the report."""
+    to_render = [p for p in panels if isinstance(p, ReviewPanel)]
+    ready = [p for p in panels if isinstance(p, RenderedPanel)]
+    if len(to_render) + len(ready) != len(panels):
+        raise TypeError("write_report: panels must be ReviewPanel or RenderedPanel objects")
+    both = ({(p.patient_id, p.lesion_id) for p in to_render}
+            & {(p.patient_id, p.lesion_id) for p in ready})
+    if both:
+        raise ValueError(f"write_report: lesions given both rendered and unrendered panels: "
+                         f"{sorted(both)}")
+    for p in ready:
+        if not (out_dir / p.png_relpath).is_file():
+            raise FileNotFoundError(
+                f"write_report: overlay of {p.patient_id}/{p.lesion_id} {p.study_date} not "
+                f"found at {out_dir / p.png_relpath} (render it into this report directory)"
+            )
+    return ready + render_lesion_panels(out_dir, to_render, size_px=size_px)
+
+
 def write_report(
     out_dir: Path,
     *,
     outcomes: Sequence[LesionOutcome],
     timepoints: Sequence[LesionTimepoint],
-    panels: Sequence[ReviewPanel],
+    panels: Sequence[ReviewPanel | RenderedPanel],
     cohort: CohortSummary,
     run_info: Mapping[str, str],
     size_px: int = 512,
@@ -359,43 +375,30 @@ def write_report(
     """Write the review report under ``out_dir``; return ``out_dir/index.html``.
 
     Lesions come from the union of ``outcomes``, ``timepoints`` and ``panels`` (a lesion
-    without an outcome is listed as needing review). Overlays are rendered with
-    :func:`~pipeline.outputs.overlay.render_overlay` at ``size_px``.
+    without an outcome is listed as needing review). ``panels`` are either
+    :class:`ReviewPanel` (rendered here at ``size_px``) or :class:`RenderedPanel` records
+    of overlays already rendered into ``out_dir`` by
+    :func:`~pipeline.outputs.report_images.render_lesion_panels` (per-lesion jobs).
     """
     out_dir = Path(out_dir)
-    img_dir = out_dir / "img"
-    lesions = _collect(outcomes, timepoints, panels)
-
-    patient_file: dict[str, str] = {}
-    used: dict[str, str] = {}
-    for pid, _lid in lesions:
-        if pid in patient_file:
-            continue
-        slug = report_slug(pid)
-        if slug.lower() in used:  # case-insensitive file systems
-            slug = f"{slug}-{hashlib.sha1(pid.encode('utf-8')).hexdigest()[:8]}"
-        used[slug.lower()] = pid
-        patient_file[pid] = f"{slug}.html"
+    lesions = _collect(outcomes, timepoints, _rendered_panels(out_dir, panels, size_px))
+    patient_file = {pid: f"{report_slug(pid)}.html" for pid, _ in lesions}
 
     km_img = ""
     if cohort.local_control is not None:
-        png = km_png(cohort.local_control, img_dir / "km.png")
-        km_img = _img(out_dir, png, "", "Kaplan–Meier curve of local tumour control")
+        rel = f"{IMG_DIR}/km.png"
+        km_png(cohort.local_control, out_dir / rel)
+        km_img = _img(out_dir, rel, "", "Kaplan–Meier curve of local tumour control")
 
     by_patient: dict[str, list[str]] = {}
     for (pid, lid), les in lesions.items():
-        stem = f"{patient_file[pid][:-5]}__{report_slug(lid)}"
         size_img = ""
         if any(t.long_axis_mm is not None or t.iceball_long_axis_mm is not None
                for t in les.timepoints):
-            png = size_over_time_png(les.timepoints, img_dir / f"{stem}__size.png")
-            size_img = _img(out_dir, png, "../", f"size over time, lesion {lid}")
-        panel_imgs = []
-        for n, panel in enumerate(les.panels):
-            name = (f"{stem}__{panel.study_date.strftime('%Y%m%d')}_{panel.role.value}"
-                    f"_{n:02d}.png")
-            png = render_overlay(panel, img_dir / name, size_px=size_px)
-            panel_imgs.append(_img(out_dir, png, "../", _panel_alt(panel)))
+            rel = f"{IMG_DIR}/{lesion_stem(pid, lid)}__size.png"
+            size_over_time_png(les.timepoints, out_dir / rel)
+            size_img = _img(out_dir, rel, "../", f"size over time, lesion {lid}")
+        panel_imgs = [_img(out_dir, p.png_relpath, "../", _panel_alt(p)) for p in les.panels]
         by_patient.setdefault(pid, []).append(_lesion_html(les, size_img, panel_imgs))
 
     for pid, sections in by_patient.items():
