@@ -46,7 +46,7 @@ _SAME_POSITION_MM = 0.01
 _STEP_TOLERANCE_MM = 0.02
 _STEP_TOLERANCE_REL = 0.02
 # In-plane drift of slice origins (fraction of a pixel) above which the stack is sheared.
-_SHEAR_TOLERANCE_PX = 0.05
+_SHEAR_TOLERANCE_PX = 0.1
 _ORIENTATION_TOLERANCE = 1e-3
 _FILL_VALUE = {"CT": -1024.0}
 
@@ -111,11 +111,12 @@ def _sort_and_dedupe(
     if len(frames) > 1 and t[-1] - t[0] < _SAME_POSITION_MM:
         raise SeriesGeometryError(series, f"{len(frames)} slices at one position: not a volume")
     keep = np.ones(len(frames), dtype=bool)
-    keep[1:] = np.diff(t) >= _SAME_POSITION_MM
-    # a run of duplicates is compared with its first member, not with its neighbour
+    last_kept = t[0]  # a run of duplicates is compared with its first member
     for i in range(1, len(frames)):
-        if keep[i] and t[i] - t[np.flatnonzero(keep[:i])[-1]] < _SAME_POSITION_MM:
+        if t[i] - last_kept < _SAME_POSITION_MM:
             keep[i] = False
+        else:
+            last_kept = t[i]
     n_dropped = int((~keep).sum())
     if n_dropped:
         n_positions = int(keep.sum())
