@@ -338,3 +338,18 @@ def test_real_abdominal_ct_right_kidney_on_the_image_left(tmp_path):
         assert bone_rows.size > 200 and bone_rows.mean() > SIZE_PX * 0.5  # spine posterior
         pictures.append(rgb.mean(axis=-1))
     assert np.abs(pictures[0] - pictures[1]).mean() < 0.01
+
+
+def test_many_values_never_hide_the_flags():
+    values = {f"Value {n}": f"{n:.1f} mm" for n in range(40)}
+    panel = make_panel(values=values, flags=["first flag", "second flag"])
+    fig = overlay_figure(panel, size_px=256)
+    texts = [t for t in fig.axes[1].findobj(Text) if t.get_text()]
+    shown = " ".join(t.get_text() for t in texts)
+    assert "! first flag" in shown and "! second flag" in shown
+    assert "Value 0: 0.0 mm" in shown and "Value 39" not in shown
+    assert "more lines not shown" in shown
+    # nothing drawn below the bottom of the column or on top of another line
+    ys = sorted(t.get_position()[1] for t in texts)
+    assert ys[0] > 0.0
+    assert min(np.diff(ys)) > 0.02

@@ -338,37 +338,44 @@ def _caliper_flags(panel: ReviewPanel, plane: _AxialPlane, thickness_mm: float) 
 
 def _draw_values(ax: Any, panel: ReviewPanel, shown: list[str], extra_flags: list[str],
                  fontsize: float) -> None:
+    """Header, values, highlighted flags, and the colour legend at the bottom."""
     ax.set_axis_off()
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     line = 1.0 / 26
+    legend = [(MASK_COLOURS[n], MASK_LABELS[n]) for n in shown]
+    legend += [(c, n) for c, n, pts in (
+        (_LONG_COLOUR, "LA: long axis", panel.long_axis_endpoints_lps),
+        (_SHORT_COLOUR, "SA: short axis", panel.short_axis_endpoints_lps)) if pts is not None]
+    legend_top = 0.02 + line * (len(legend) + 0.5)
+
+    header = [*textwrap.wrap(f"{panel.patient_id} · {panel.lesion_id}", 36),
+              *textwrap.wrap(f"{panel.study_date.isoformat()} · {panel.role.value} · day "
+                             f"{panel.days_since_procedure:+d} · {panel.modality}", 36)]
+    values = [part for k, v in panel.values.items() for part in textwrap.wrap(f"{k}: {v}", 36)]
+    flags = [part for f in (*panel.flags, *extra_flags) for part in textwrap.wrap(f"! {f}", 34)]
+    # keep every flag; cut values that would run into the legend
+    room = int((0.98 - legend_top) / line - len(header) - 1.0 - 1.15 * len(flags))
+    if len(values) > room:
+        keep = max(room - 1, 0)
+        values = [*values[:keep], f"… {len(values) - keep} more lines not shown"]
+
     y = 0.98
-
-    def put(text: str, **kw: Any) -> None:
-        nonlocal y
-        for part in textwrap.wrap(text, 36) or [""]:
-            ax.text(0.0, y, part, fontsize=fontsize, va="top", ha="left", **kw)
-            y -= line
-
-    put(f"{panel.patient_id} · {panel.lesion_id}", color="white", fontweight="bold")
-    put(f"{panel.study_date.isoformat()} · {panel.role.value} · day "
-        f"{panel.days_since_procedure:+d} · {panel.modality}", color="#cfcfcf")
-    y -= line / 2
-    for label, value in panel.values.items():
-        put(f"{label}: {value}", color="white")
-    y -= line / 2
-    for flag in (*panel.flags, *extra_flags):
-        for part in textwrap.wrap(f"! {flag}", 34) or [""]:
-            ax.text(0.0, y, part, fontsize=fontsize, va="top", ha="left", color="black",
-                    fontweight="bold",
-                    bbox={"facecolor": "#ffb020", "edgecolor": "none", "pad": 1.5})
-            y -= line * 1.15
-    y = 0.02 + line * (len(shown) + 2)  # legend at the bottom of the column
-    for name in shown:
-        ax.plot([0.0, 0.08], [y - line / 2.5, y - line / 2.5], color=MASK_COLOURS[name], lw=2.5)
-        ax.text(0.1, y, MASK_LABELS[name], fontsize=fontsize, va="top", color="white")
+    for n, part in enumerate(header):
+        ax.text(0.0, y, part, fontsize=fontsize, va="top", ha="left",
+                color="white" if n == 0 else "#cfcfcf", fontweight="bold" if n == 0 else None)
         y -= line
-    for colour, name in ((_LONG_COLOUR, "LA: long axis"), (_SHORT_COLOUR, "SA: short axis")):
+    y -= line / 2
+    for part in values:
+        ax.text(0.0, y, part, fontsize=fontsize, va="top", ha="left", color="white")
+        y -= line
+    y -= line / 2
+    for part in flags:
+        ax.text(0.0, y, part, fontsize=fontsize, va="top", ha="left", color="black",
+                fontweight="bold", bbox={"facecolor": "#ffb020", "edgecolor": "none", "pad": 1.5})
+        y -= line * 1.15
+    y = legend_top
+    for colour, name in legend:
         ax.plot([0.0, 0.08], [y - line / 2.5, y - line / 2.5], color=colour, lw=2.5)
         ax.text(0.1, y, name, fontsize=fontsize, va="top", color="white")
         y -= line
