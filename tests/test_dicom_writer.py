@@ -20,6 +20,7 @@ from fixtures.dicom_writer import (
     write_secondary_capture,
     write_series,
 )
+from pipeline.dicom.loader import load_series
 from pipeline.image import Volume
 from tests.conftest import require_tool
 
@@ -206,6 +207,9 @@ def test_localizer_and_secondary_capture(tmp_path: Path):
     )
     ds = pydicom.dcmread(loc)
     assert list(ds.ImageType) == ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    back = load_series([loc])  # the coronal scout comes back on its own grid
+    np.testing.assert_array_equal(back.array, scout.array)
+    np.testing.assert_allclose(back.affine_lps, scout.affine_lps, atol=1e-9)
     with pytest.raises(ValueError, match="one slice"):
         write_localizer(
             _volume(np.zeros((2, 2, 2))),

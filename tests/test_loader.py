@@ -7,7 +7,9 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
+from pydicom.encaps import encapsulate
 
 from fixtures.dicom_writer import (
     DEFAULT_UID_ROOT,
@@ -24,6 +26,7 @@ from pipeline.dicom.errors import (
     NotDicomError,
     SeriesGeometryError,
     UnreadableFileError,
+    UnsupportedTransferSyntaxError,
 )
 from pipeline.dicom.loader import load_series, read_nifti, write_nifti
 from pipeline.image import Volume
@@ -340,3 +343,15 @@ def test_nifti_round_trip_fast_gzip(tmp_path: Path):
     np.testing.assert_allclose(back.affine_lps, vol.affine_lps, atol=1e-5)  # float32 header
     with gzip.open(path) as fh:
         assert len(fh.read()) == 352 + vol.array.size * 4
+
+
+def test_transfer_syntax_without_decoder(tmp_path: Path):
+    vol = Volume.from_geometry(np.zeros((1, 4, 4)), origin_lps=(0, 0, 0), spacing_mm=(1, 1, 1))
+    (path,) = _write(vol, tmp_path, "mpeg")
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2: no decoder installed
+    ds.PixelData = encapsulate([b"\x00" * 32])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(tmp_path / "mpeg.dcm", enforce_file_format=True)
+    with pytest.raises(UnsupportedTransferSyntaxError, match="no installed decoder for MPEG2"):
+        load_series([tmp_path / "mpeg.dcm"])
