@@ -161,11 +161,12 @@ def _linear_field(vol: Volume, gradient: np.ndarray, offset: float) -> np.ndarra
     return (pts @ gradient + offset).reshape(vol.array.shape)
 
 
-def test_gap_rejected_with_the_jump_named(tmp_path: Path):
+@pytest.mark.parametrize("transfer_syntax", ["explicit_le", "implicit_le"])
+def test_gap_rejected_with_the_jump_named(tmp_path: Path, transfer_syntax: str):
     vol = Volume.from_geometry(
         np.zeros((8, 4, 4), np.float32), origin_lps=(0, 0, 0), spacing_mm=(1, 1, 2.5)
     )
-    paths = _write(vol, tmp_path, "gap")
+    paths = _write(vol, tmp_path, "gap", transfer_syntax=transfer_syntax)
     del paths[5]  # missing slice: 2.5 mm steps then one 5 mm step
     with pytest.raises(SeriesGeometryError, match=r"jumps from 2\.5 to 5\.0 mm") as info:
         load_series(paths)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pydicom
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
@@ -106,11 +107,12 @@ def raw_int(ds: Dataset, tag: int) -> int | None:
         return None
     value = elem.value
     if isinstance(value, bytes):
-        if elem.VR in ("US", "SS") or (elem.VR is None and len(value) == 2):
+        vr = elem.VR or dictionary_VR(tag)  # implicit VR files carry no VR
+        if vr in ("US", "SS", "US or SS"):
             if len(value) < 2:
                 return None
             order = "little" if getattr(elem, "is_little_endian", True) else "big"
-            return int.from_bytes(value[:2], order, signed=elem.VR == "SS")
+            return int.from_bytes(value[:2], order, signed=vr == "SS")
         text = value.decode("latin-1").strip(" \x00")
         return int(float(text)) if text else None
     if value is None or value == "":
