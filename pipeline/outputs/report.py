@@ -381,6 +381,7 @@ def write_report(
     :func:`~pipeline.outputs.report_images.render_lesion_panels` (per-lesion jobs).
     """
     out_dir = Path(out_dir)
+    _collect(outcomes, timepoints, [])  # validate the cheap inputs before rendering anything
     lesions = _collect(outcomes, timepoints, _rendered_panels(out_dir, panels, size_px))
     patient_file = {pid: f"{report_slug(pid)}.html" for pid, _ in lesions}
 
