@@ -109,7 +109,11 @@ class ReviewPanel:
             raise ValueError(f"{where}: modality must be CT or MR, got {self.modality!r}")
         if not isinstance(self.study_date, date):
             raise TypeError(f"{where}: study_date must be a datetime.date")
+        if not isinstance(self.image, Volume):
+            raise TypeError(f"{where}: image must be a pipeline.image.Volume")
         for name, mask in self.masks.items():
+            if not isinstance(mask, Volume):
+                raise TypeError(f"{where}: mask {name!r} must be a pipeline.image.Volume")
             if name not in MASK_COLOURS:
                 raise ValueError(
                     f"{where}: unknown mask {name!r} (allowed: {', '.join(MASK_COLOURS)})"
@@ -305,10 +309,12 @@ def _draw_masks(ax: Any, panel: ReviewPanel, plane: _AxialPlane) -> list[str]:
         if mask is None or not mask.array.any():
             continue
         try:
-            crop = _crop_to_plane(mask.with_array(mask.array.astype(np.uint8)), plane)
+            crop = _crop_to_plane(mask, plane)
         except GeometryError:
             continue
-        frac = _resample(crop, plane, default=0.0)
+        # crop first (a view), then 0/1 so the 0.5 contour sits on the mask edge
+        frac = _resample(crop.with_array((crop.array != 0).astype(np.uint8)), plane,
+                         default=0.0)
         if not np.any(frac >= 0.5):
             continue
         shown.append(name)
