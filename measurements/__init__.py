@@ -1,1 +1,54 @@
-"""measurements"""
+"""Lesion measurements: pure functions on :class:`pipeline.image.Volume` images and masks.
+
+Size (RECIST axial long/short axis, 3-D caliper diameter, volume), ablative margin and
+coverage, CT/MR enhancement and enhancing components. Every length is in mm of patient
+space (LPS) whatever the grid orientation; masks and images must share a grid. Nothing
+here imports the workflow, outputs, CLI or DICOM I/O.
+"""
+
+from measurements._common import EmptyMaskError, ModalityError
+from measurements.components import Component, ComponentShape, enhancing_components
+from measurements.enhancement import (
+    Enhancement,
+    EnhancementClass,
+    MREnhancement,
+    ct_enhancement,
+    mean_attenuation_hu,
+    mr_enhancement,
+    subtraction_image,
+)
+from measurements.margin import Margin, ablative_margin, coverage_pct
+from measurements.size import (
+    AxialDiameters,
+    Caliper3D,
+    axial_diameters,
+    max_3d_diameter,
+    max_3d_diameter_mm,
+    mesh_volume_ml,
+    volume_ml,
+)
+
+__all__ = [
+    "EmptyMaskError",
+    "ModalityError",
+    "AxialDiameters",
+    "Caliper3D",
+    "axial_diameters",
+    "max_3d_diameter",
+    "max_3d_diameter_mm",
+    "volume_ml",
+    "mesh_volume_ml",
+    "Margin",
+    "ablative_margin",
+    "coverage_pct",
+    "EnhancementClass",
+    "Enhancement",
+    "MREnhancement",
+    "ct_enhancement",
+    "mr_enhancement",
+    "mean_attenuation_hu",
+    "subtraction_image",
+    "ComponentShape",
+    "Component",
+    "enhancing_components",
+]

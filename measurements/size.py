@@ -1,0 +1,275 @@
+"""Size of a lesion mask: RECIST axial long/short axis, 3-D caliper diameter, volume.
+
+Definitions (all in millimetres of patient space, whatever the grid orientation):
+
+* **Boundary.** The lesion boundary is the 0.5 iso-line (2-D, marching squares) or
+  iso-surface (3-D, marching cubes) of the binary mask: on a binary mask it passes through
+  the midpoints between inside and outside voxel centres (pyradiomics' mesh does the same).
+* **Long axis (RECIST 1.1).** The longest in-plane diameter on a *patient axial* slice: on
+  each axial slice the largest distance between two boundary points (convex hull + all
+  pairs of hull vertices), maximised over slices.
+* **Short axis (RECIST 1.1).** On the long-axis slice, the longest chord perpendicular to
+  the long axis: for every line perpendicular to the long-axis direction ``u``, the distance
+  between the outermost crossings of that line with the boundary polygon; the maximum over
+  lines. This is *not* the width of the shape across ``u`` (the projection extent), which
+  is larger for a tilted or asymmetric outline. The maximum is exact: the chord length is
+  piecewise linear in the line offset, so it is evaluated at every boundary vertex offset.
+* **Patient axial slices.** If the grid's slices are already axial (i and j axes with no
+  S component: axial supine, prone, flipped rows or columns, in-plane rotation) the acquired
+  slices are used as they are. Otherwise (coronal, sagittal, oblique) the mask is resampled
+  with linear interpolation onto an LPS-aligned grid cropped to the lesion (in-plane spacing
+  ``min(spacing)/2`` bounded to [0.25, 1] mm, slice spacing the original spacing along the
+  axis closest to S) and the 0.5 iso-line of the interpolated mask is used.
+* **3-D maximum diameter.** The largest distance between two points of the 3-D boundary
+  surface (Feret/caliper diameter), mesh in LPS via the affine. A PCA "major axis length"
+  is not a caliper diameter and is not used.
+* **Volume.** Voxel count × |det(affine)| (the voxel volume) / 1000; the mesh volume
+  (enclosed by the iso-surface) is available separately.
+
+The mask is measured as given: several components count together (one lesion per mask).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from measurements._common import (
+    _bbox_kji,
+    _bool_mask,
+    _crop_padded,
+    _farthest_pair,
+    _kji_to_lps,
+    _mesh_volume_mm3,
+    _surface_mesh_kji,
+)
+from pipeline.image import Volume
+
+__all__ = [
+    "AxialDiameters",
+    "Caliper3D",
+    "axial_diameters",
+    "max_3d_diameter",
+    "max_3d_diameter_mm",
+    "volume_ml",
+    "mesh_volume_ml",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+_AXIAL_TOL = 1e-4  # |S component| of the i/j unit vectors below which slices are axial
+_MIN_INPLANE_MM = 0.25
+_MAX_INPLANE_MM = 1.0
+_CHORD_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class AxialDiameters:
+    """RECIST long and short axis of a lesion on one patient axial slice.
+
+    Attributes:
+        long_axis_mm: longest in-plane diameter (maximum over axial slices).
+        short_axis_mm: longest chord perpendicular to the long axis on the same slice.
+        slice_position_mm: patient S coordinate (LPS z, mm) of that slice.
+        long_endpoints_lps: (2, 3) end points of the long axis, LPS mm.
+        short_endpoints_lps: (2, 3) end points of the short axis, LPS mm.
+        resampled_to_axial: True when the grid was not axial and the mask was resampled.
+    """
+
+    long_axis_mm: float
+    short_axis_mm: float
+    slice_position_mm: float
+    long_endpoints_lps: FloatArray
+    short_endpoints_lps: FloatArray
+    resampled_to_axial: bool
+
+
+@dataclass(frozen=True)
+class Caliper3D:
+    """3-D maximum caliper diameter and the two surface points realising it (LPS mm)."""
+
+    diameter_mm: float
+    endpoints_lps: FloatArray
+
+
+# ----------------------------------------------------------------------------- public
+
+
+def volume_ml(mask: Volume) -> float:
+    """Voxel-count volume of a binary mask in millilitres (count × voxel volume / 1000)."""
+    arr = _bool_mask(mask, "mask", allow_empty=True)
+    return float(np.count_nonzero(arr)) * mask.voxel_volume_mm3 / 1000.0
+
+
+def mesh_volume_ml(mask: Volume) -> float:
+    """Volume enclosed by the 0.5 iso-surface of a binary mask, in millilitres.
+
+    Slightly smaller than :func:`volume_ml` for small objects (the surface cuts the corners
+    of the boundary voxels); pyradiomics calls it MeshVolume.
+    """
+    arr = _bool_mask(mask, "mask")
+    lo, hi = _bbox_kji(arr)
+    (crop,), affine = _crop_padded([arr], mask, lo, hi, 1)
+    verts, faces = _surface_mesh_kji(crop)
+    return _mesh_volume_mm3(_kji_to_lps(verts, affine), faces) / 1000.0
+
+
+def max_3d_diameter(mask: Volume) -> Caliper3D:
+    """Largest distance between two points of the mask's surface (3-D Feret diameter)."""
+    arr = _bool_mask(mask, "mask")
+    lo, hi = _bbox_kji(arr)
+    (crop,), affine = _crop_padded([arr], mask, lo, hi, 1)
+    verts, _faces = _surface_mesh_kji(crop)
+    pts = _kji_to_lps(verts, affine)
+    dist, a, b = _farthest_pair(pts)
+    return Caliper3D(diameter_mm=dist, endpoints_lps=np.stack([pts[a], pts[b]]))
+
+
+def max_3d_diameter_mm(mask: Volume) -> float:
+    """3-D maximum caliper diameter of a binary mask, mm (see :func:`max_3d_diameter`)."""
+    return max_3d_diameter(mask).diameter_mm
+
+
+def axial_diameters(mask: Volume) -> AxialDiameters:
+    """RECIST 1.1 long and short axis on the patient axial slice where the long axis is longest.
+
+    See the module docstring for the exact definitions. Raises EmptyMaskError for an empty
+    mask.
+    """
+    arr = _bool_mask(mask, "mask")
+    stack, affine, resampled = _axial_stack(arr, mask)
+    best: tuple[float, float, int, int, list[FloatArray]] | None = None
+    for k in range(stack.shape[0]):
+        sl = stack[k]
+        if sl.max() <= 0.5:
+            continue
+        contours = _slice_contours_lps(sl, k, affine)
+        if not contours:
+            continue
+        pts = np.concatenate([c[:, :2] for c in contours])
+        dist, a, b = _farthest_pair(pts)
+        if best is None or dist > best[0] + 1e-9:
+            best = (dist, float(contours[0][0, 2]), a, b, contours)
+    if best is None:  # a mask thinner than the interpolation could resolve
+        raise ValueError("mask has no axial cross-section at the 0.5 level after resampling")
+    long_mm, s_mm, a, b, contours = best
+    pts = np.concatenate([c[:, :2] for c in contours])
+    p0, p1 = pts[a], pts[b]
+    short_mm, q0, q1 = _longest_perpendicular_chord(contours, p0, p1)
+    return AxialDiameters(
+        long_axis_mm=float(long_mm),
+        short_axis_mm=float(short_mm),
+        slice_position_mm=s_mm,
+        long_endpoints_lps=np.array([[*p0, s_mm], [*p1, s_mm]]),
+        short_endpoints_lps=np.array([[*q0, s_mm], [*q1, s_mm]]),
+        resampled_to_axial=resampled,
+    )
+
+
+# ----------------------------------------------------------------------------- private
+
+
+def _axial_stack(
+    arr: npt.NDArray[np.bool_], mask: Volume
+) -> tuple[npt.NDArray[np.float32], FloatArray, bool]:
+    """The mask as a float stack whose array slices are patient axial planes.
+
+    Returns (array[k, j, i], index→LPS affine, resampled?). Cropped to the mask with one
+    voxel of zero padding so every contour closes.
+    """
+    lo, hi = _bbox_kji(arr)
+    (crop,), affine = _crop_padded([arr], mask, lo, hi, 1)
+    d = mask.direction
+    if abs(d[2, 0]) < _AXIAL_TOL and abs(d[2, 1]) < _AXIAL_TOL:
+        return crop.astype(np.float32), affine, False
+    return (*_resample_axial(crop.astype(np.float32), affine), True)
+
+
+def _resample_axial(
+    crop: npt.NDArray[np.float32], affine: FloatArray
+) -> tuple[npt.NDArray[np.float32], FloatArray]:
+    """Linear resampling of a (padded) float mask onto an LPS-aligned grid covering it."""
+    import SimpleITK as sitk
+
+    src_vol = Volume(crop, affine)
+    spacing = src_vol.spacing_mm
+    inplane = float(np.clip(spacing.min() / 2.0, _MIN_INPLANE_MM, _MAX_INPLANE_MM))
+    s_axis = int(np.argmax(np.abs(src_vol.direction[2, :])))
+    slice_mm = float(spacing[s_axis])
+    out_spacing = np.array([inplane, inplane, slice_mm])
+    n = np.array(crop.shape[::-1], dtype=np.float64)  # (ni, nj, nk)
+    ends = [(-0.5, m - 0.5) for m in n]
+    corners = np.array([[a, b, c] for a in ends[0] for b in ends[1] for c in ends[2]])
+    lps = src_vol.index_to_lps(corners)
+    lo_lps = lps.min(axis=0)
+    size = np.ceil((lps.max(axis=0) - lo_lps) / out_spacing).astype(int) + 1
+    src = src_vol.to_sitk()
+    out_img = sitk.Resample(
+        src,
+        [int(s) for s in size],
+        sitk.Transform(),
+        sitk.sitkLinear,
+        [float(x) for x in lo_lps],
+        [float(x) for x in out_spacing],
+        [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+        0.0,
+        sitk.sitkFloat32,
+    )
+    out = np.pad(sitk.GetArrayFromImage(out_img), 1)
+    out_affine = np.diag([*out_spacing, 1.0])
+    out_affine[:3, 3] = lo_lps - out_spacing
+    return out, out_affine
+
+
+def _slice_contours_lps(
+    sl: npt.NDArray[np.float32], k: int, affine: FloatArray
+) -> list[FloatArray]:
+    """Closed 0.5 iso-lines of one axial slice as (M, 3) LPS polylines (first == last)."""
+    from skimage.measure import find_contours
+
+    out = []
+    for c in find_contours(sl, 0.5):  # (row j, col i)
+        kji = np.column_stack([np.full(len(c), float(k)), c])
+        out.append(_kji_to_lps(kji, affine))
+    return out
+
+
+def _longest_perpendicular_chord(
+    contours: list[FloatArray], p0: FloatArray, p1: FloatArray
+) -> tuple[float, FloatArray, FloatArray]:
+    """Longest chord perpendicular to p0→p1 across the polygons ``contours`` (2-D, LPS).
+
+    For an offset ``t`` along ``u`` the chord is the segment between the outermost crossings
+    of the perpendicular line with the polygon edges. Its length is piecewise linear in ``t``
+    with breakpoints at vertex offsets, so evaluating at every vertex offset is exact.
+    """
+    u = (p1 - p0) / np.linalg.norm(p1 - p0)
+    v = np.array([-u[1], u[0]])
+    a = np.concatenate([c[:-1, :2] for c in contours])
+    b = np.concatenate([c[1:, :2] for c in contours])
+    ta, tb = a @ u, b @ u
+    sa, sb = a @ v, b @ v
+    lo_t, hi_t = np.minimum(ta, tb), np.maximum(ta, tb)
+    dt = tb - ta
+    flat = np.abs(dt) < 1e-12
+    safe_dt = np.where(flat, 1.0, dt)
+    cand = np.unique(ta)
+    best_len, best_t, best_lo, best_hi = -1.0, 0.0, 0.0, 0.0
+    for start in range(0, len(cand), _CHORD_CHUNK):
+        t = cand[start : start + _CHORD_CHUNK, None]
+        hit = (lo_t[None, :] <= t) & (t <= hi_t[None, :])
+        frac = np.clip((t - ta[None, :]) / safe_dt[None, :], 0.0, 1.0)
+        s = sa[None, :] + frac * (sb - sa)[None, :]
+        s_hi = np.where(hit, np.where(flat[None, :], np.maximum(sa, sb)[None, :], s), -np.inf)
+        s_lo = np.where(hit, np.where(flat[None, :], np.minimum(sa, sb)[None, :], s), np.inf)
+        top, bottom = s_hi.max(axis=1), s_lo.min(axis=1)
+        length = np.where(np.isfinite(top) & np.isfinite(bottom), top - bottom, -1.0)
+        r = int(np.argmax(length))
+        if length[r] > best_len:
+            best_len, best_t = float(length[r]), float(t[r, 0])
+            best_lo, best_hi = float(bottom[r]), float(top[r])
+    q0 = best_t * u + best_lo * v
+    q1 = best_t * u + best_hi * v
+    return max(best_len, 0.0), q0, q1
