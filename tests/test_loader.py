@@ -356,3 +356,16 @@ def test_transfer_syntax_without_decoder(tmp_path: Path):
     ds.save_as(tmp_path / "mpeg.dcm", enforce_file_format=True)
     with pytest.raises(UnsupportedTransferSyntaxError, match="no installed decoder for MPEG2"):
         load_series([tmp_path / "mpeg.dcm"])
+
+
+def test_read_nifti_applies_scaling_as_float32(tmp_path: Path):
+    import nibabel as nib
+
+    stored = np.arange(24, dtype=np.int16).reshape(2, 3, 4)  # (i, j, k) NIfTI order
+    img = nib.Nifti1Image(stored, np.diag([-0.5, -0.5, 2.0, 1.0]))
+    img.header.set_slope_inter(2.0, -1024.0)
+    nib.save(img, tmp_path / "scaled.nii")
+    vol = read_nifti(tmp_path / "scaled.nii")
+    assert vol.array.dtype == np.float32
+    np.testing.assert_array_equal(vol.array, np.transpose(stored * 2.0 - 1024.0, (2, 1, 0)))
+    np.testing.assert_allclose(vol.affine_lps, np.diag([0.5, 0.5, 2.0, 1.0]))  # RAS → LPS
