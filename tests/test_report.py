@@ -261,6 +261,9 @@ def test_same_inputs_same_bytes(report, cohort, tmp_path):
               if p.is_file()}
     assert first.keys() == second.keys()
     assert all(first[k] == second[k] for k in first)
+    # no temporary files left behind, and readable by others (not mkstemp's 0600)
+    assert not [k for k in second if k.name.startswith(".")]
+    assert all((tmp_path / k).stat().st_mode & 0o044 == 0o044 for k in second)
 
 
 def test_report_without_follow_up_has_no_km_and_flags_missing_outcomes(cohort, tmp_path):

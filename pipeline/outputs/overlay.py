@@ -442,6 +442,7 @@ def save_png_atomic(fig: Figure, out_png: Path) -> Path:
         with os.fdopen(fd, "wb") as fh:
             fig.savefig(fh, format="png", dpi=100, facecolor=fig.get_facecolor(),
                         metadata={"Software": None})
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; report files are for other readers
         os.replace(tmp, out_png)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

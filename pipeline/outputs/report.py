@@ -17,8 +17,6 @@ the same bytes: nothing time-dependent is written unless it comes from ``run_inf
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +38,7 @@ from pipeline.outputs.report_html import (
     page,
     run_info_html,
     table,
+    write_text_atomic,
 )
 from pipeline.outputs.report_images import (
     IMG_DIR,
@@ -100,19 +99,6 @@ def _collect(outcomes: Sequence[LesionOutcome], timepoints: Sequence[LesionTimep
                                            t.study_instance_uid))
         les.panels.sort(key=panel_sort_key)
     return dict(sorted(lesions.items()))
-
-
-def _write_text_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -403,9 +389,9 @@ def write_report(
         by_patient.setdefault(pid, []).append(_lesion_html(les, size_img, panel_imgs))
 
     for pid, sections in by_patient.items():
-        _write_text_atomic(out_dir / "patients" / patient_file[pid],
+        write_text_atomic(out_dir / "patients" / patient_file[pid],
                            _patient_html(pid, sections, run_info))
-    return _write_text_atomic(
+    return write_text_atomic(
         out_dir / "index.html",
         _index_html(list(lesions.values()), cohort, patient_file, km_img, run_info),
     )

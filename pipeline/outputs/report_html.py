@@ -7,6 +7,8 @@ with its unit here, so the cohort and patient pages read the same way.
 from __future__ import annotations
 
 import html
+import os
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -23,6 +25,7 @@ __all__ = [
     "bullet_list",
     "table",
     "run_info_html",
+    "write_text_atomic",
 ]
 
 _CSS_PATH = Path(__file__).resolve().parent / "report_assets" / "report.css"
@@ -116,3 +119,19 @@ def run_info_html(run_info: Mapping[str, str]) -> str:
         f"<div><dt>{esc(k)}</dt><dd>{esc(v)}</dd></div>" for k, v in run_info.items()
     )
     return f'<dl class="run">{items}</dl>'
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write UTF-8 text beside ``path`` and rename it into place (readers never see half a
+    page); the file is world-readable (0644) like any report file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

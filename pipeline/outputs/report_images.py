@@ -21,6 +21,7 @@ from typing import Any
 
 from pipeline.assessment.records import Role
 from pipeline.outputs.overlay import ReviewPanel, render_overlay
+from pipeline.outputs.report_html import write_text_atomic
 
 __all__ = [
     "RenderedPanel",
@@ -148,11 +149,8 @@ def render_lesion_panels(out_dir: Path, panels: Sequence[ReviewPanel], *,
 
 def write_rendered_json(path: Path, rendered: Sequence[RenderedPanel]) -> Path:
     """Save panel records (e.g. one file per lesion job) as JSON, stable key order."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps([r.to_json_dict() for r in rendered], indent=1, ensure_ascii=False)
-    path.write_text(text + "\n", encoding="utf-8")
-    return path
+    return write_text_atomic(Path(path), text + "\n")
 
 
 def read_rendered_json(path: Path) -> list[RenderedPanel]:
