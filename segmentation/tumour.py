@@ -1,0 +1,313 @@
+"""Renal tumour segmentation from a seed point on a contrast-enhanced CT.
+
+The tumour is the connected region around the seed whose attenuation lies between two
+boundaries estimated on the crop around the seed:
+
+* against fat (exophytic part): the midpoint between the fat level and the tumour level
+  (the partial-volume-neutral iso-contour);
+* against enhancing parenchyma (endophytic part): the midpoint between the tumour level
+  and the parenchyma level (the brightest soft-tissue mode near the seed);
+
+each clamped to ±3 robust standard deviations of the tumour's own texture. Necrotic or
+cystic cores (low attenuation, enclosed) are filled; thin bridges to touching structures
+of similar attenuation are cut by a morphological opening. When the unenhanced phase is
+given it is aligned locally (mutual information) and voxels that do not enhance like the
+tumour (muscle, bowel content) are removed before the cleaning.
+
+All heavy work runs on a crop of ±``half_size_mm`` around the seed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage as ndi
+
+from pipeline.image import Volume, check_same_grid
+from segmentation._common import (
+    as_point_lps,
+    ball_structure,
+    fill_holes_3d_and_slices,
+    nearest_component,
+    paste_into,
+    point_index_kji,
+    require_inside,
+    smooth_mask,
+)
+
+__all__ = ["segment_tumour", "tissue_levels_hu", "transfer_mask"]
+
+_FAT_DEFAULT_HU = -100.0
+
+
+def segment_tumour(
+    contrast: Volume,
+    seed_lps: Any,
+    *,
+    unenhanced: Volume | None = None,
+    kidney_mask: Volume | None = None,
+    half_size_mm: float = 60.0,
+    convex_fill: bool = True,
+) -> Volume:
+    """Segment the tumour containing ``seed_lps`` (LPS mm) on the contrast-phase CT.
+
+    Args:
+        contrast: contrast-enhanced CT (nephrographic best), HU.
+        seed_lps: a point inside the tumour (may fall in a necrotic core).
+        unenhanced: optional unenhanced CT of the same study (any grid); when the
+            intensity-only region leaks, voxels that do not enhance like the tumour
+            (muscle, bowel) are dropped after a local phase alignment.
+        kidney_mask: optional kidney mask on the contrast grid; its voxels away from the
+            seed give the parenchyma level.
+        half_size_mm: half size of the working crop.
+
+    Returns:
+        uint8 mask on the contrast grid.
+    """
+    seed = as_point_lps(seed_lps, "seed_lps")
+    require_inside(contrast, seed, "segment_tumour: seed")
+    if kidney_mask is not None:
+        check_same_grid(contrast, kidney_mask)
+    crop = contrast.crop_around_lps(seed, half_size_mm)
+    spacing = crop.spacing_mm
+    smooth = _smoothed(crop, sigma_mm=0.8)
+    seed_kji = point_index_kji(crop, seed)
+    kidney_crop = None
+    if kidney_mask is not None:
+        kidney_crop = kidney_mask.crop_around_lps(seed, half_size_mm).array > 0
+    fat_hu, tumour_hu, spread_hu, paren_hu = tissue_levels_hu(
+        smooth, seed_kji, spacing, kidney=kidney_crop
+    )
+    lo = 0.5 * (fat_hu + tumour_hu)
+    hi = tumour_hu + max(3.0 * spread_hu, 40.0)
+    if paren_hu is not None:
+        hi = 0.5 * (tumour_hu + paren_hu)
+
+    # strictness levels, tried in turn while the region leaks (touches the crop border):
+    # 1) iso-contours against fat and parenchyma; 2) + non-enhancing voxels removed (when
+    # the unenhanced phase is given); 3) + a lower bound at the tumour's texture floor
+    # and a wider opening (a broad contact with muscle or bowel)
+    enhancing = None
+    region = np.zeros(smooth.shape, dtype=bool)
+    for level in range(3):
+        candidate = (smooth > lo) & (smooth < hi)
+        if level >= 1:
+            if unenhanced is not None and enhancing is None:
+                enhancing = _enhances_like_seed(crop, unenhanced, seed, seed_kji, candidate)
+            if enhancing is not None:
+                candidate &= enhancing
+        if level >= 2:
+            candidate &= smooth > tumour_hu - 2.0 * spread_hu
+        open_mm = 2.0 if level < 2 else 3.0
+        region = _grow(candidate, seed_kji, spacing, open_mm)
+        if region.any() and not _touches_border(region):
+            break
+    if not region.any():
+        raise ValueError(
+            f"segment_tumour: nothing between {lo:.0f} and {hi:.0f} HU near the seed "
+            f"{np.round(seed, 1).tolist()} (LPS mm)"
+        )
+    if convex_fill:
+        # bright (textured) tumour lobes against parenchyma fall above ``hi``: restore them
+        # through the convex hull when what it adds looks like tumour, not parenchyma
+        hull = _hull(region) & (smooth > lo)
+        added = hull & ~region
+        if added.sum() <= 0.5 * region.sum() and (
+            not added.any() or np.median(smooth[added]) < tumour_hu + 2.0 * spread_hu
+        ):
+            region |= hull
+    region = fill_holes_3d_and_slices(region)
+    return paste_into(contrast, crop, region)
+
+
+def tissue_levels_hu(
+    smooth: npt.NDArray[np.floating[Any]],
+    seed_kji: tuple[int, int, int],
+    spacing_mm: npt.NDArray[np.float64],
+    *,
+    kidney: npt.NDArray[np.bool_] | None = None,
+) -> tuple[float, float, float, float | None]:
+    """(fat level, tumour level, tumour spread, parenchyma level or None), all HU.
+
+    The tumour level is the mode of soft-tissue voxels within 12 mm of the seed, weighted
+    by a Gaussian of the distance (σ 6 mm); when it is below 45 HU (seed in a necrotic
+    or cystic core) the mode of the brighter wall is used instead. The parenchyma level
+    is the mode of voxels brighter than the tumour by > 25 HU (kidney voxels when a
+    kidney mask is given) within 40 mm of the seed.
+    """
+    dist = _distance_from_mm(smooth.shape, seed_kji, spacing_mm)
+    fat_vals = smooth[(smooth > -200) & (smooth < -40)]
+    fat_hu = float(np.median(fat_vals)) if fat_vals.size > 200 else _FAT_DEFAULT_HU
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    near = (dist <= 40.0) & (dist > 6.0)
+    if kidney is not None:
+        pool = smooth[near & kidney & (smooth > 90.0)]
+    else:
+        pool = smooth[near & (smooth > 90.0) & (smooth < 250.0)]
+    paren_hu = _brightest_mode(pool) if pool.size * voxel_ml > 2.0 else None
+
+    ball = dist <= 12.0
+    values = smooth[ball]
+    weights = np.exp(-0.5 * (dist[ball] / 6.0) ** 2)
+    ceiling = paren_hu - 15.0 if paren_hu is not None else np.inf
+    soft = (values > fat_hu + 60.0) & (values < ceiling)
+    tumour_hu = _weighted_mode(values[soft], weights[soft])
+    if tumour_hu < 45.0:  # a necrotic or cystic core under the seed: use the wall
+        wall = soft & (values > 45.0)
+        if wall.sum() > 20:
+            tumour_hu = _weighted_mode(values[wall], weights[wall])
+    if paren_hu is not None and paren_hu < tumour_hu + 25.0:
+        paren_hu = None  # iso-enhancing: no usable parenchyma boundary
+    inner = smooth[ball & (np.abs(smooth - tumour_hu) < 60.0)]
+    mad = float(np.median(np.abs(inner - tumour_hu))) if inner.size else 0.0
+    spread_hu = max(1.4826 * mad, 10.0)
+    return fat_hu, tumour_hu, spread_hu, paren_hu
+
+
+def transfer_mask(mask: Volume, target: Volume, transform_mask_to_target: Any = None) -> Volume:
+    """Carry a mask onto another image's grid (nearest neighbour).
+
+    ``transform_mask_to_target`` is the transform returned by a registration whose
+    *fixed* image is the mask's image and *moving* image is ``target`` (it maps mask-image
+    points to target points); ``None`` means both share the patient frame.
+    """
+    from segmentation.registration import resample_to
+
+    inverse = None
+    if transform_mask_to_target is not None:
+        inverse = transform_mask_to_target.GetInverse()
+    moved = resample_to(mask, target, inverse, interpolator="nearest", default_value=0)
+    return moved.with_array((moved.array > 0).astype(np.uint8), modality="")
+
+
+# --------------------------------------------------------------------------- internals
+def _grow(
+    candidate: npt.NDArray[np.bool_],
+    seed_kji: tuple[int, int, int],
+    spacing_mm: npt.NDArray[np.float64],
+    open_mm: float,
+) -> npt.NDArray[np.bool_]:
+    """Seeded component of the candidate after an opening that cuts thin bridges; the
+    partial-volume border the opening shaved off is given back; holes filled."""
+    # necrotic core: enclosed low voxels near the seed join the candidate before opening
+    candidate = candidate | _enclosed_core(candidate, seed_kji, spacing_mm)
+    opened = ndi.binary_opening(candidate, structure=ball_structure(spacing_mm, open_mm))
+    core = nearest_component(opened, seed_kji, spacing_mm, max_distance_mm=8.0)
+    if not core.any():
+        return core
+    region = core | (candidate & ndi.binary_dilation(
+        core, structure=ball_structure(spacing_mm, open_mm + 0.5)))
+    region = fill_holes_3d_and_slices(region)
+    region = smooth_mask(region, spacing_mm, 1.0)
+    return nearest_component(region, seed_kji, spacing_mm, max_distance_mm=8.0)
+
+
+def _touches_border(mask: npt.NDArray[np.bool_]) -> bool:
+    return bool(
+        mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()
+        or mask[:, :, 0].any() or mask[:, :, -1].any()
+    )
+
+
+def _hull(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Convex hull of a 3-D mask (computed on its bounding box)."""
+    from skimage.morphology import convex_hull_image
+
+    out = np.zeros_like(mask)
+    idx = np.argwhere(mask)
+    if idx.shape[0] < 10:
+        return mask.copy()
+    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
+    if np.any(hi - lo < 2):
+        return mask.copy()
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    out[box] = convex_hull_image(mask[box])
+    return out
+
+
+def _enclosed_core(
+    candidate: npt.NDArray[np.bool_],
+    seed_kji: tuple[int, int, int],
+    spacing_mm: npt.NDArray[np.float64],
+) -> npt.NDArray[np.bool_]:
+    """Holes of the candidate component nearest the seed (necrotic/cystic core)."""
+    comp = nearest_component(candidate, seed_kji, spacing_mm, max_distance_mm=8.0)
+    if not comp.any():
+        return comp
+    opened = ndi.binary_opening(comp, structure=ball_structure(spacing_mm, 1.0))
+    return np.asarray(ndi.binary_fill_holes(opened) & ~opened)
+
+
+def _brightest_mode(values: npt.NDArray[np.floating[Any]]) -> float:
+    """Highest-HU histogram peak holding at least a quarter of the main peak's height."""
+    edges = np.arange(float(values.min()), float(values.max()) + 10.0, 5.0)
+    hist, edges = np.histogram(values, bins=edges)
+    hist = ndi.gaussian_filter1d(hist.astype(float), 1.5)
+    peaks = [
+        i for i in range(len(hist))
+        if hist[i] >= 0.25 * hist.max()
+        and hist[i] >= (hist[i - 1] if i > 0 else 0.0)
+        and hist[i] >= (hist[i + 1] if i + 1 < len(hist) else 0.0)
+    ]
+    top = max(peaks)
+    return float(0.5 * (edges[top] + edges[top + 1]))
+
+
+def _weighted_mode(values: npt.NDArray[np.floating[Any]], weights: npt.NDArray[np.float64]
+                   ) -> float:
+    """Mode of a weighted histogram (5 HU bins, lightly smoothed)."""
+    if values.size == 0:
+        raise ValueError("segment_tumour: no soft tissue around the seed")
+    edges = np.arange(float(values.min()), float(values.max()) + 10.0, 5.0)
+    hist, edges = np.histogram(values, bins=edges, weights=weights)
+    hist = ndi.gaussian_filter1d(hist.astype(float), 1.5)
+    peak = int(np.argmax(hist))
+    return float(0.5 * (edges[peak] + edges[peak + 1]))
+
+
+def _smoothed(crop: Volume, sigma_mm: float) -> npt.NDArray[np.float32]:
+    sigma_vox = [sigma_mm / s for s in crop.spacing_mm[::-1]]
+    sigma_vox = [s if s >= 0.3 else 0.0 for s in sigma_vox]
+    return np.asarray(
+        ndi.gaussian_filter(crop.array.astype(np.float32), sigma_vox, truncate=3.0)
+    )
+
+
+def _distance_from_mm(
+    shape: tuple[int, ...], seed_kji: tuple[int, int, int], spacing_mm: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    kk, jj, ii = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    return np.sqrt(
+        ((kk - seed_kji[0]) * spacing_mm[2]) ** 2
+        + ((jj - seed_kji[1]) * spacing_mm[1]) ** 2
+        + ((ii - seed_kji[2]) * spacing_mm[0]) ** 2
+    )
+
+
+def _enhances_like_seed(
+    crop: Volume,
+    unenhanced: Volume,
+    seed: npt.NDArray[np.float64],
+    seed_kji: tuple[int, int, int],
+    candidate: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.bool_]:
+    """Voxels whose enhancement is at least half the tumour's (all True when the tumour
+    barely enhances or the phase alignment is doubtful)."""
+    from segmentation.registration import register_phases, resample_to
+
+    reg = register_phases(crop, unenhanced, seed, radius_mm=40.0)
+    if not reg.ok:
+        return np.ones_like(candidate)
+    pre = resample_to(unenhanced, crop, reg.transform).array.astype(np.float32)
+    sigma_vox = [0.8 / s for s in crop.spacing_mm[::-1]]
+    enh = ndi.gaussian_filter(crop.array.astype(np.float32) - pre, sigma_vox)
+    dist = _distance_from_mm(crop.array.shape, seed_kji, crop.spacing_mm)
+    sample = enh[candidate & (dist <= 8.0)]
+    if sample.size < 10:
+        return np.ones_like(candidate)
+    tumour_enh = float(np.median(sample))
+    if tumour_enh < 25.0:
+        return np.ones_like(candidate)
+    return np.asarray(enh >= 0.5 * tumour_enh)
