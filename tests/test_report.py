@@ -22,6 +22,7 @@ from pipeline.assessment import (
     summarize_cohort,
 )
 from pipeline.outputs.report import write_report
+from pipeline.outputs.report_html import timepoint_flags, timepoint_values
 from pipeline.outputs.report_images import (
     RenderedPanel,
     read_rendered_json,
@@ -78,9 +79,7 @@ def _panels(pid: str, lid: str, tps: list[LesionTimepoint]) -> list:
             base, patient_id=pid, lesion_id=lid, study_date=t.study_date, role=t.role,
             days_since_procedure=t.days_since_procedure, masks=masks,
             study_instance_uid=t.study_instance_uid,
-            values={"Long axis": f"{t.long_axis_mm or t.iceball_long_axis_mm:.1f} mm",
-                    "Enhancing": t.enhancing},
-            flags=[f"{t.enhancing} enhancement"] if t.enhancing in ("yes", "equivocal") else [],
+            values=timepoint_values(t), flags=timepoint_flags(t),
         ))
     return out
 
@@ -324,3 +323,19 @@ def test_rendered_panels_are_checked(cohort, tmp_path):
     for bad in ("/abs/x.png", "../x.png", "img/x.jpg"):
         with pytest.raises(ValueError, match="png_relpath"):
             dataclasses.replace(record, png_relpath=bad)
+
+
+def test_timepoint_values_and_flags_carry_units_and_findings(cohort):
+    tps = {(t.patient_id, t.lesion_id, t.days_since_procedure): t for t in cohort["timepoints"]}
+    baseline = timepoint_values(tps[("P001", "L1", -14)])
+    assert baseline == {"Long axis": "24.0 mm", "Short axis": "22.5 mm", "Volume": "7.24 ml",
+                        "Enhancement": "+62 HU", "Enhancing": "yes"}
+    intra = timepoint_values(tps[("P001", "L1", 0)])
+    assert intra == {"Ice ball long axis": "41.0 mm", "Ice ball short axis": "36.0 mm",
+                     "Ice ball volume": "30.10 ml", "Minimal margin": "6.2 mm",
+                     "Tumour coverage": "100.0 %"}
+    assert timepoint_flags(tps[("P001", "L1", 0)]) == []
+    assert timepoint_flags(tps[("P002", "L2", 0)]) == ["registration doubtful"]
+    assert timepoint_flags(tps[("P002", "L1", 90)]) == ["enhancing tissue"]
+    assert timepoint_flags(tps[("P002", "L2", 90)]) == ["equivocal enhancement"]
+    assert timepoint_flags(tps[("P001", "L1", -14)]) == []  # a baseline tumour enhances

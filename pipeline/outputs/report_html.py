@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from pipeline.assessment.records import LesionTimepoint, Role
+
 __all__ = [
     "esc",
     "fmt_mm",
@@ -26,6 +28,8 @@ __all__ = [
     "table",
     "run_info_html",
     "write_text_atomic",
+    "timepoint_values",
+    "timepoint_flags",
 ]
 
 _CSS_PATH = Path(__file__).resolve().parent / "report_assets" / "report.css"
@@ -135,3 +139,39 @@ def write_text_atomic(path: Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def timepoint_values(tp: LesionTimepoint) -> dict[str, str]:
+    """The values to print beside a panel of this timepoint, formatted with units, in
+    reading order; measurements that do not apply (``None``) are left out."""
+    if tp.role is Role.INTRAPROCEDURAL:
+        items = [
+            ("Ice ball long axis", fmt_mm(tp.iceball_long_axis_mm), tp.iceball_long_axis_mm),
+            ("Ice ball short axis", fmt_mm(tp.iceball_short_axis_mm), tp.iceball_short_axis_mm),
+            ("Ice ball volume", fmt_ml(tp.iceball_volume_ml), tp.iceball_volume_ml),
+            ("Minimal margin", fmt_mm(tp.min_margin_mm), tp.min_margin_mm),
+            ("Tumour coverage", fmt_pct(tp.tumour_coverage_pct), tp.tumour_coverage_pct),
+        ]
+    else:
+        items = [
+            ("Long axis", fmt_mm(tp.long_axis_mm), tp.long_axis_mm),
+            ("Short axis", fmt_mm(tp.short_axis_mm), tp.short_axis_mm),
+            ("3D max diameter", fmt_mm(tp.max_3d_diameter_mm), tp.max_3d_diameter_mm),
+            ("Volume", fmt_ml(tp.volume_ml), tp.volume_ml),
+            ("Enhancement", fmt_hu(tp.enhancement_hu), tp.enhancement_hu),
+            ("Enhancement", fmt_pct(tp.enhancement_pct, signed=True), tp.enhancement_pct),
+        ]
+    values = {label: text for label, text, raw in items if raw is not None}
+    if tp.role is not Role.INTRAPROCEDURAL:
+        values["Enhancing"] = tp.enhancing.replace("_", " ")
+    return values
+
+
+def timepoint_flags(tp: LesionTimepoint) -> list[str]:
+    """Findings to highlight beside a panel: qc warnings and any non-negative enhancement
+    read on a follow-up."""
+    flags = list(tp.qc)
+    if tp.role is Role.FOLLOWUP and tp.enhancing != "no":
+        flags.insert(0, {"yes": "enhancing tissue", "equivocal": "equivocal enhancement",
+                         "not_assessable": "enhancement not assessable"}[tp.enhancing])
+    return flags
