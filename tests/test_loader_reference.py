@@ -317,3 +317,25 @@ def test_synthetic_series_match_dcm2niix(
     )
     ref = nib.load(tmp_path / "nii" / "out.nii")
     np.testing.assert_array_equal(loaded.array, _ref_on_our_grid(loaded, ref))
+
+
+@pytest.mark.needs_system
+@pytest.mark.needs_shared_data
+@pytest.mark.parametrize(
+    "folder",
+    ["totalsegmentator/example_ct_dicom", "dcmqi/data/segmentations/ct-3slice"],
+)
+def test_real_ct_matches_dcm2niix(tmp_path: Path, folder: str):
+    dcm2niix = require_tool("dcm2niix")
+    source = shared_data(folder)
+    vol = load_series(_files(source))
+    subprocess.run(
+        [dcm2niix, "-z", "n", "-f", "ref", "-o", str(tmp_path), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    (ref_path,) = tmp_path.glob("ref*.nii")
+    ref = nib.load(ref_path)
+    expected = _ref_on_our_grid(vol, ref)  # nibabel applies dcm2niix's scl_slope/scl_inter
+    np.testing.assert_array_equal(vol.array, expected.astype(np.float32))
+    assert vol.modality == "CT" and vol.source["qc"] == []
