@@ -43,7 +43,7 @@ def _files(folder: Path) -> list[Path]:
 def _ref_on_our_grid(vol: Volume, ref: nib.Nifti1Image) -> np.ndarray:
     """The reference voxels in our (k, j, i) order, after checking the two grids coincide:
     our index→reference index must be a signed permutation plus an integer shift (1e-3)."""
-    m = np.linalg.inv(ref.affine) @ vol.affine_ras()
+    m = np.linalg.inv(ref.affine) @ vol.to_nifti().affine
     perm = np.round(m[:3, :3])
     assert np.abs(m[:3, :3] - perm).max() < 1e-3, f"axes differ: {m[:3, :3]}"
     assert np.abs(m[:3, 3] - np.round(m[:3, 3])).max() < 1e-3, f"origins differ: {m[:3, 3]}"
