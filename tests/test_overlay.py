@@ -353,3 +353,14 @@ def test_many_values_never_hide_the_flags():
     ys = sorted(t.get_position()[1] for t in texts)
     assert ys[0] > 0.0
     assert min(np.diff(ys)) > 0.02
+
+
+def test_calipers_disagreeing_with_the_printed_value_are_flagged():
+    def flags(values: dict[str, str]) -> str:
+        fig = overlay_figure(make_panel(values=values, flags=()), size_px=256)
+        return " ".join(t.get_text() for t in fig.axes[1].findobj(Text))
+
+    assert "differs" not in flags({"Long axis": "24.0 mm", "Short axis": "24 mm"})
+    text = flags({"Long axis": "30.0 mm", "Ice ball short axis": "20.0 mm"})
+    assert "long axis caliper 24.0 mm differs from the printed long axis 30.0 mm" in text
+    assert "short axis caliper 24.0 mm differs" in text

@@ -31,7 +31,7 @@ from pipeline.outputs.report_images import (
     write_rendered_json,
 )
 from pipeline.outputs.report_plots import km_png, size_over_time_png
-from tests.test_overlay import PRONE, make_panel
+from tests.test_overlay import CENTRE_LPS, PRONE, make_panel
 
 PROCEDURE = date(2024, 1, 15)
 WEIRD_ID = 'Q<script>alert("x")</script>&1'
@@ -63,6 +63,15 @@ def _lesion_timepoints(pid: str, lid: str, fu_reads: list[tuple[int, str, float]
     return tps
 
 
+def _axis(length_mm: float | None, along: int) -> np.ndarray | None:
+    """Caliper endpoints of ``length_mm`` through the phantom's lesion, along x or y."""
+    if length_mm is None:
+        return None
+    offset = np.zeros(3)
+    offset[along] = length_mm / 2
+    return np.array([CENTRE_LPS - offset, CENTRE_LPS + offset])
+
+
 def _panels(pid: str, lid: str, tps: list[LesionTimepoint]) -> list:
     out = []
     for t in tps:
@@ -79,6 +88,8 @@ def _panels(pid: str, lid: str, tps: list[LesionTimepoint]) -> list:
             base, patient_id=pid, lesion_id=lid, study_date=t.study_date, role=t.role,
             days_since_procedure=t.days_since_procedure, masks=masks,
             study_instance_uid=t.study_instance_uid,
+            long_axis_endpoints_lps=_axis(t.long_axis_mm or t.iceball_long_axis_mm, 0),
+            short_axis_endpoints_lps=_axis(t.short_axis_mm or t.iceball_short_axis_mm, 1),
             values=timepoint_values(t), flags=timepoint_flags(t),
         ))
     return out
@@ -339,3 +350,16 @@ def test_timepoint_values_and_flags_carry_units_and_findings(cohort):
     assert timepoint_flags(tps[("P002", "L1", 90)]) == ["enhancing tissue"]
     assert timepoint_flags(tps[("P002", "L2", 90)]) == ["equivocal enhancement"]
     assert timepoint_flags(tps[("P001", "L1", -14)]) == []  # a baseline tumour enhances
+
+
+def test_caliper_warnings_reach_the_html(report, cohort, tmp_path):
+    # the fixture's calipers match its values: no warning anywhere
+    assert "differs" not in (report / "patients" / "P001.html").read_text("utf-8")
+    panel = next(p for p in cohort["panels"] if p.role == "followup")
+    wrong = dataclasses.replace(panel, values={**panel.values, "Long axis": "12.0 mm"})
+    rendered = render_lesion_panels(tmp_path, [wrong], size_px=256)
+    assert rendered[0].flags[-1].startswith("long axis caliper 30.0 mm differs from the "
+                                            "printed long axis 12.0 mm")
+    write_report(tmp_path, size_px=256, **dict(cohort, panels=rendered))
+    page = (tmp_path / "patients" / f"{report_slug(panel.patient_id)}.html").read_text("utf-8")
+    assert "Flags: " in page and "differs from the printed long axis 12.0 mm" in page

@@ -15,6 +15,7 @@ square, the values column the rest (``size_px * 0.75`` wide).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ __all__ = [
     "MASK_LABELS",
     "ReviewPanel",
     "caliper_length_mm",
+    "caliper_notes",
     "overlay_figure",
     "render_overlay",
     "save_png_atomic",
@@ -330,7 +332,11 @@ def _draw_masks(ax: Any, panel: ReviewPanel, plane: _AxialPlane) -> list[str]:
     return shown
 
 
+_MM_VALUE = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*mm\s*$")
+
+
 def _caliper_flags(panel: ReviewPanel, plane: _AxialPlane, thickness_mm: float) -> list[str]:
+    """Consistency of the calipers with the picture and with the printed values."""
     notes = []
     for name, pts in (("long axis", panel.long_axis_endpoints_lps),
                       ("short axis", panel.short_axis_endpoints_lps)):
@@ -339,7 +345,26 @@ def _caliper_flags(panel: ReviewPanel, plane: _AxialPlane, thickness_mm: float) 
         dz = float(np.max(np.abs(pts[:, 2] - plane.z_mm)))
         if dz > max(0.5 * thickness_mm, 0.5):
             notes.append(f"{name} caliper is {dz:.1f} mm off the displayed axial plane")
+        # the value printed for this axis ("Long axis: 31.2 mm", or the ice ball's)
+        for label in (name.capitalize(), f"Ice ball {name}"):
+            match = _MM_VALUE.match(panel.values.get(label, ""))
+            if match is None:
+                continue
+            printed_mm = float(match.group(1))
+            drawn_mm = caliper_length_mm(pts)
+            decimals = len(match.group(1).partition(".")[2])
+            if abs(printed_mm - drawn_mm) > 0.5 * 10.0**-decimals + 0.05:
+                notes.append(f"{name} caliper {drawn_mm:.1f} mm differs from the printed "
+                             f"{label.lower()} {panel.values[label].strip()}")
     return notes
+
+
+def caliper_notes(panel: ReviewPanel) -> list[str]:
+    """Warnings the overlay adds beside the panel's own flags: a caliper off the displayed
+    axial plane, or a caliper whose length differs from the printed ``Long axis`` /
+    ``Short axis`` (or ``Ice ball long axis`` / ``Ice ball short axis``) value."""
+    thickness_mm = float(np.abs(panel.image.affine_lps[2, :3]).max())
+    return _caliper_flags(panel, _plane_for(panel), thickness_mm)
 
 
 def _draw_values(ax: Any, panel: ReviewPanel, shown: list[str], extra_flags: list[str],
@@ -423,8 +448,7 @@ def overlay_figure(panel: ReviewPanel, *, size_px: int = 512) -> Figure:
     ax.set_xlim(left, right)
     ax.set_ylim(bottom, top)  # anterior (smaller y) at the top
     text_ax = fig.add_axes((1.0 / _ASPECT + 0.015, 0.0, 1.0 - 1.0 / _ASPECT - 0.02, 1.0))
-    thickness = float(np.abs(panel.image.affine_lps[2, :3]).max())
-    _draw_values(text_ax, panel, shown, _caliper_flags(panel, plane, thickness), fontsize)
+    _draw_values(text_ax, panel, shown, caliper_notes(panel), fontsize)
     return fig
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.assessment.records import Role
-from pipeline.outputs.overlay import ReviewPanel, render_overlay
+from pipeline.outputs.overlay import ReviewPanel, caliper_notes, render_overlay
 from pipeline.outputs.report_html import write_text_atomic
 
 __all__ = [
@@ -125,6 +125,9 @@ def render_lesion_panels(out_dir: Path, panels: Sequence[ReviewPanel], *,
                          size_px: int = 512) -> list[RenderedPanel]:
     """Render overlays into ``out_dir/img`` with the report's names; return their records.
 
+    The records' ``flags`` are the panel's flags plus the overlay's own caliper warnings
+    (:func:`~pipeline.outputs.overlay.caliper_notes`), so the HTML shows them too.
+
     ``panels`` may hold several lesions; each lesion's studies are numbered in time order,
     so pass *all* panels of a lesion in one call.
     """
@@ -141,7 +144,8 @@ def render_lesion_panels(out_dir: Path, panels: Sequence[ReviewPanel], *,
             rendered.append(RenderedPanel(
                 patient_id=pid, lesion_id=lid, study_date=panel.study_date, role=panel.role,
                 days_since_procedure=panel.days_since_procedure, modality=panel.modality,
-                png_relpath=rel, values=panel.values, flags=tuple(panel.flags),
+                png_relpath=rel, values=panel.values,
+                flags=(*panel.flags, *caliper_notes(panel)),
                 study_instance_uid=panel.study_instance_uid,
             ))
     return rendered
