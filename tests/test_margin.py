@@ -1,0 +1,98 @@
+"""Ablative margin and coverage against concentric and offset spheres (closed form).
+
+Tumour sphere r = 12 mm, ice ball R = 20 mm, tumour centre offset o along one axis: the
+minimal margin is R − r − o (negative when the tumour protrudes), the coverage is the
+sphere-sphere intersection volume over the tumour volume.
+
+Tolerance 1.0 mm on the margin at 0.7 × 0.7 × 2.5 mm voxels: each surface is known from
+the masks to about half a voxel along each axis (±1.25 mm across 2.5 mm slices); the
+smoothed iso-surfaces bring the worst case seen over random grid offsets and orientations
+to 0.66 mm (the minimum over thousands of surface points picks the unluckiest one, so the
+error is biased negative). Coverage tolerance 1.5 percentage points: voxel-count
+discretisation of a ~4 % cap (seen ≤ 0.5 point).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from measurements import EmptyMaskError, ablative_margin, coverage_pct
+from pipeline.image import GeometryError, Volume
+from tests.test_measure_shapes import grid, lens_volume_mm3, rasterize, rotation, sphere
+
+R_ICE, R_TUMOUR = 20.0, 12.0
+CENTRE = np.array([-30.0, 15.0, 120.0])
+SPACING = (0.7, 0.7, 2.5)
+
+
+def _pair(offset_mm: float, direction: np.ndarray | None, offset_vox: tuple[float, ...],
+          axis: np.ndarray | None = None) -> tuple[Volume, Volume]:
+    shift = (np.array([1.0, 0, 0]) if axis is None else axis) * offset_mm
+    g = grid(CENTRE, R_ICE + 3, SPACING, direction, offset_vox)
+    return rasterize(g, sphere(CENTRE + shift, R_TUMOUR)), rasterize(g, sphere(CENTRE, R_ICE))
+
+
+@pytest.mark.parametrize(
+    ("direction", "offset_vox"),
+    [(None, (0.0, 0.0, 0.0)), (None, (0.31, -0.17, 0.43)), (rotation(3), (0.1, 0.2, 0.3))],
+    ids=["axial-centred", "axial-offset", "oblique"],
+)
+def test_concentric_spheres(direction: np.ndarray | None, offset_vox: tuple[float, ...]) -> None:
+    tumour, ice = _pair(0.0, direction, offset_vox)
+    m = ablative_margin(tumour, ice)
+    assert m.min_margin_mm == pytest.approx(R_ICE - R_TUMOUR, abs=1.0)
+    assert m.coverage_pct == 100.0
+    assert np.linalg.norm(m.closest_tumour_point_lps - CENTRE) == pytest.approx(R_TUMOUR, abs=1.3)
+    assert np.linalg.norm(m.closest_ice_surface_point_lps - CENTRE) == pytest.approx(R_ICE, abs=1.3)
+    gap = np.linalg.norm(m.closest_ice_surface_point_lps - m.closest_tumour_point_lps)
+    assert gap == pytest.approx(m.min_margin_mm, abs=1e-9)
+
+
+@pytest.mark.parametrize("offset_mm", [5.0, 10.0, 14.0])
+def test_offset_spheres_margin_and_coverage(offset_mm: float) -> None:
+    """Tumour shifted along a direction oblique to the grid (so thick slices matter)."""
+    axis = np.array([1.0, 0.0, 1.0]) / np.sqrt(2)
+    tumour, ice = _pair(offset_mm, None, (0.2, 0.1, 0.37), axis)
+    m = ablative_margin(tumour, ice)
+    truth = R_ICE - R_TUMOUR - offset_mm
+    assert m.min_margin_mm == pytest.approx(truth, abs=1.0)
+    expected_cov = 100 * lens_volume_mm3(R_ICE, R_TUMOUR, offset_mm) / (4 / 3 * np.pi * 12**3)
+    assert m.coverage_pct == pytest.approx(expected_cov, abs=1.5)
+    assert coverage_pct(tumour, ice) == m.coverage_pct
+    # the reported point is on the tumour surface and its true margin is the minimum
+    p = m.closest_tumour_point_lps
+    assert np.linalg.norm(p - (CENTRE + axis * offset_mm)) == pytest.approx(R_TUMOUR, abs=1.3)
+    assert R_ICE - np.linalg.norm(p - CENTRE) == pytest.approx(truth, abs=1.0)
+    if truth < 0:
+        assert m.coverage_pct < 100.0
+
+
+def test_identical_masks_have_zero_margin() -> None:
+    """Tumour = ice: the two surfaces coincide, margin 0 to rounding, coverage 100 %."""
+    _tumour, ice = _pair(0.0, rotation(8), (0.0, 0.0, 0.0))
+    m = ablative_margin(ice, ice)
+    assert m.min_margin_mm == pytest.approx(0.0, abs=1e-6)
+    assert m.coverage_pct == 100.0
+
+
+def test_tumour_entirely_outside_the_ice() -> None:
+    """Disjoint spheres (o = 40 mm): margin = −(o + r − R) = −32 mm, coverage 0."""
+    x = np.array([1.0, 0.0, 0.0])
+    g = grid(CENTRE + 20.0 * x, 40.0, (1.0, 1.0, 2.0))
+    tumour = rasterize(g, sphere(CENTRE + 40.0 * x, R_TUMOUR))
+    ice = rasterize(g, sphere(CENTRE, R_ICE))
+    m = ablative_margin(tumour, ice)
+    assert m.min_margin_mm == pytest.approx(-(40 + R_TUMOUR - R_ICE), abs=1.0)
+    assert m.coverage_pct == 0.0
+
+
+def test_grid_mismatch_and_empty_masks_are_refused() -> None:
+    tumour, ice = _pair(0.0, None, (0.0, 0.0, 0.0))
+    shifted = Volume(ice.array, ice.affine_lps + np.pad(np.eye(3, 4, 3) * 0.5, ((0, 1), (0, 0))))
+    with pytest.raises(GeometryError, match="ice_mask is not on the grid of tumour_mask"):
+        ablative_margin(tumour, shifted)
+    with pytest.raises(EmptyMaskError, match="ice_mask is empty"):
+        ablative_margin(tumour, ice.with_array(np.zeros_like(ice.array)))
+    with pytest.raises(EmptyMaskError, match="tumour_mask is empty"):
+        coverage_pct(tumour.with_array(np.zeros_like(tumour.array)), ice)
