@@ -363,3 +363,12 @@ def test_caliper_warnings_reach_the_html(report, cohort, tmp_path):
     write_report(tmp_path, size_px=256, **dict(cohort, panels=rendered))
     page = (tmp_path / "patients" / f"{report_slug(panel.patient_id)}.html").read_text("utf-8")
     assert "Flags: " in page and "differs from the printed long axis 12.0 mm" in page
+
+
+def test_multi_lesion_page_has_a_lesion_index_and_visible_flags(report):
+    page = report / "patients" / "P002.html"
+    refs = _parse(page)
+    assert "#lesion-L1" in refs.links and "#lesion-L2" in refs.links
+    html_text = page.read_text("utf-8")
+    # the follow-up panel's finding is visible text in its caption, not only in the image
+    assert '<span class="flag">enhancing tissue</span>' in html_text

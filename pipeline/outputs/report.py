@@ -272,8 +272,9 @@ def _panel_alt(panel: RenderedPanel) -> str:
 
 def _panel_html(panel: RenderedPanel, img_html: str) -> str:
     """One study: caption, then the overlay (its values and flags are in the picture)."""
-    return (f'<figure class="panel"><figcaption>{esc(_panel_title(panel))}</figcaption>'
-            f"{img_html}</figure>")
+    chips = "".join(f'<span class="flag">{esc(f)}</span>' for f in panel.flags)
+    return (f'<figure class="panel"><figcaption>{esc(_panel_title(panel))}{chips}'
+            f"</figcaption>{img_html}</figure>")
 
 
 def _lesion_html(les: _Lesion, size_img: str, panel_imgs: list[str]) -> str:
@@ -319,10 +320,19 @@ def _legend_html() -> str:
     return f'<p class="legend">Overlay colours: {spans}</p>'
 
 
-def _patient_html(patient_id: str, sections: list[str], run_info: Mapping[str, str]) -> str:
+def _patient_html(patient_id: str, lesions: list[_Lesion], sections: list[str],
+                  run_info: Mapping[str, str]) -> str:
     header = ('<p><a href="../index.html">← cohort overview</a></p>'
               f"<h1>Patient {esc(patient_id)}</h1>" + run_info_html(run_info))
-    body = _legend_html() + "\n" + "\n".join(sections)
+    nav = ""
+    if len(lesions) > 1:
+        links = " ".join(
+            f'<a href="#{esc(les.anchor)}">{esc(les.lesion_id)}</a>'
+            + (' <span class="badge warn">needs review</span>' if les.needs_review else "")
+            for les in lesions
+        )
+        nav = f'<p class="lesion-nav">Lesions: {links}</p>\n'
+    body = nav + _legend_html() + "\n" + "\n".join(sections)
     return page(f"cryotrack review: patient {patient_id}", body, header_html=header)
 
 
@@ -377,7 +387,7 @@ def write_report(
         km_png(cohort.local_control, out_dir / rel)
         km_img = _img(out_dir, rel, "", "Kaplan–Meier curve of local tumour control")
 
-    by_patient: dict[str, list[str]] = {}
+    by_patient: dict[str, list[tuple[_Lesion, str]]] = {}
     for (pid, lid), les in lesions.items():
         size_img = ""
         if any(t.long_axis_mm is not None or t.iceball_long_axis_mm is not None
@@ -386,11 +396,12 @@ def write_report(
             size_over_time_png(les.timepoints, out_dir / rel)
             size_img = _img(out_dir, rel, "../", f"size over time, lesion {lid}")
         panel_imgs = [_img(out_dir, p.png_relpath, "../", _panel_alt(p)) for p in les.panels]
-        by_patient.setdefault(pid, []).append(_lesion_html(les, size_img, panel_imgs))
+        by_patient.setdefault(pid, []).append((les, _lesion_html(les, size_img, panel_imgs)))
 
-    for pid, sections in by_patient.items():
+    for pid, items in by_patient.items():
         write_text_atomic(out_dir / "patients" / patient_file[pid],
-                           _patient_html(pid, sections, run_info))
+                          _patient_html(pid, [les for les, _ in items],
+                                        [html for _, html in items], run_info))
     return write_text_atomic(
         out_dir / "index.html",
         _index_html(list(lesions.values()), cohort, patient_file, km_img, run_info),
