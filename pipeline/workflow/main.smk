@@ -6,7 +6,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
-from pipeline.workflow.paths import OutputLayout
+from pipeline.layout import OutputLayout
 
 min_version("9.0")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.workflow.paths import OutputLayout
+from pipeline.layout import OutputLayout
 
 __all__ = ["RunResult", "WORKFLOW_DIR", "run_workflow", "snakemake_command"]
 

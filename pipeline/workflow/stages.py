@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
-from pipeline.workflow.paths import OutputLayout, safe_id
+from pipeline.analysis.results import collect_results
+from pipeline.layout import OutputLayout, safe_id
 
 __all__ = [
     "stage_index",
     "stage_tables",
     "stage_registry",
-    "load_analysis",
     "main",
 ]
 
@@ -70,51 +70,6 @@ def stage_index(config: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- analysis
-def load_analysis(path: Path) -> dict[str, Any]:
-    with Path(path).open() as fh:
-        return json.load(fh)
-
-
-def _collect(config: dict[str, Any]) -> tuple[list[Any], list[Any], list[Any]]:
-    """(manifest lesions, timepoints, outcomes) over all patients of the run."""
-    from pipeline.analysis.manifest import read_manifest
-    from pipeline.assessment import AssessmentCriteria, assess_lesion
-    from pipeline.assessment.records import LesionOutcome, timepoint_from_dict
-
-    layout = _layout(config)
-    criteria = AssessmentCriteria.from_mapping(config.get("criteria"))
-    lesions = read_manifest(Path(config["lesions"]))
-    patients = load_analysis(layout.patients_json)
-    timepoints, outcomes = [], []
-    for les in lesions:
-        tps = []
-        errors: list[str] = []
-        if les.patient_id in patients["missing"]:
-            errors.append("patient not found in the archive")
-        else:
-            analysis = load_analysis(layout.analysis_json(les.patient_id))
-            entry = next((e for e in analysis["lesions"] if e["lesion_id"] == les.lesion_id),
-                         None)
-            if entry is None:
-                errors.append("lesion missing from the patient's analysis")
-            else:
-                tps = [timepoint_from_dict(t) for t in entry["timepoints"]]
-                errors.extend(entry.get("errors", []))
-        timepoints.extend(tps)
-        if tps:
-            outcome = assess_lesion(tps, les.procedure_date, criteria)
-            outcome.review_reasons.extend(errors)
-            outcome.needs_review = outcome.needs_review or bool(errors)
-        else:
-            outcome = LesionOutcome(
-                les.patient_id, les.lesion_id, les.procedure_date, None, None, None, None,
-                None, None, None, None, None, None, None, None, True,
-                errors or ["no study could be measured"],
-            )
-        outcomes.append(outcome)
-    return lesions, timepoints, outcomes
-
-
 def stage_tables(config: dict[str, Any]) -> dict[str, Any]:
     """Assess every lesion and write the two registry tables and the cohort summary."""
     from dataclasses import asdict
@@ -123,7 +78,7 @@ def stage_tables(config: dict[str, Any]) -> dict[str, Any]:
     from pipeline.outputs.tables import write_outcomes_csv, write_timepoints_csv
 
     layout = _layout(config)
-    _lesions, timepoints, outcomes = _collect(config)
+    _lesions, timepoints, outcomes = collect_results(config)
     write_timepoints_csv(layout.timepoints_csv, timepoints)
     write_outcomes_csv(layout.outcomes_csv, outcomes)
     cohort = summarize_cohort(outcomes)
@@ -153,7 +108,7 @@ def stage_registry(config: dict[str, Any]) -> dict[str, Any]:
 
     layout = _layout(config)
     url = config.get("registry") or f"sqlite:///{layout.registry_sqlite}"
-    lesions, timepoints, outcomes = _collect(config)
+    lesions, timepoints, outcomes = collect_results(config)
     series = pd.read_csv(layout.series_csv, dtype=str, keep_default_na=False)
     wanted = {les.patient_id for les in lesions}
     series = series[series["patient_id"].isin(wanted)]

@@ -1,4 +1,4 @@
-"""Every output path of a run, decided in one place.
+"""Every output path of a run, decided in one place (imports nothing of ours).
 
 The Snakemake rules, the stage functions and the CLI all ask :class:`OutputLayout`; no
 other code joins output paths by hand. Patient folders use a file-system-safe form of the

@@ -1,0 +1,267 @@
+"""Measure one lesion in one study: the chain image → registration → segmentation →
+measurements, returning the timepoint row plus what the report and DICOM outputs need.
+
+Every function works on a crop around the lesion (``crop_half_size_mm``) once the lesion
+has been located, so heavy filters never run on the whole 512² volume.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from measurements import (
+    ComponentShape,
+    EmptyMaskError,
+    ablative_margin,
+    axial_diameters,
+    ct_enhancement,
+    enhancing_components,
+    max_3d_diameter_mm,
+    mean_attenuation_hu,
+    mr_enhancement,
+    volume_ml,
+)
+from pipeline.assessment.criteria import AssessmentCriteria
+from pipeline.image import Volume
+from segmentation import (
+    register_phases,
+    resample_to,
+    segment_ablation_zone,
+    segment_iceball,
+    segment_tumour,
+    transfer_mask,
+)
+
+__all__ = ["StudyMeasurement", "measure_tumour", "measure_iceball", "measure_zone", "Size"]
+
+log = logging.getLogger("cryotrack.lesion")
+
+
+@dataclass
+class Size:
+    long_axis_mm: float | None = None
+    short_axis_mm: float | None = None
+    max_3d_diameter_mm: float | None = None
+    volume_ml: float | None = None
+    long_endpoints_lps: npt.NDArray[np.float64] | None = None
+    short_endpoints_lps: npt.NDArray[np.float64] | None = None
+
+
+@dataclass
+class StudyMeasurement:
+    """Values of one lesion in one study, and the crop/masks shown in the report.
+
+    ``masks`` are on the grid of ``image`` (a crop of the measured series);
+    ``full_masks`` on the whole measured series grid (for DICOM SEG).
+    """
+
+    values: dict[str, Any] = field(default_factory=dict)
+    qc: list[str] = field(default_factory=list)
+    image: Volume | None = None
+    masks: dict[str, Volume] = field(default_factory=dict)
+    full_masks: dict[str, Volume] = field(default_factory=dict)
+    size: Size = field(default_factory=Size)
+    extra: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _size(mask: Volume) -> Size:
+    diam = axial_diameters(mask)
+    return Size(
+        long_axis_mm=float(diam.long_axis_mm),
+        short_axis_mm=float(diam.short_axis_mm),
+        max_3d_diameter_mm=float(max_3d_diameter_mm(mask)),
+        volume_ml=float(volume_ml(mask)),
+        long_endpoints_lps=np.asarray(diam.long_endpoints_lps, float),
+        short_endpoints_lps=np.asarray(diam.short_endpoints_lps, float),
+    )
+
+
+def _crop_like(volume: Volume, center_lps: npt.NDArray[np.float64], half_mm: float) -> Volume:
+    return volume.crop_around_lps(center_lps, half_mm)
+
+
+def _as_bool(mask: Volume) -> Volume:
+    return mask.with_array(np.asarray(mask.array) > 0, modality="")
+
+
+def _aligned_pre(pre: Volume, post_crop: Volume, center_lps: npt.NDArray[np.float64],
+                 qc: list[str]) -> Volume:
+    """The unenhanced phase aligned (local rigid, breathing) onto the contrast crop."""
+    reg = register_phases(post_crop, pre, center_lps)
+    if not reg.ok:
+        qc.extend(reg.qc or ["phase alignment doubtful"])
+    return resample_to(pre, post_crop, reg.transform)
+
+
+def measure_tumour(
+    contrast: Volume | None,
+    unenhanced: Volume | None,
+    seed_lps: npt.NDArray[np.float64],
+    criteria: AssessmentCriteria,
+    half_mm: float,
+) -> StudyMeasurement:
+    """Baseline: segment the tumour from the seed on the contrast phase (or the unenhanced
+    one if that is all there is), measure size and enhancement."""
+    m = StudyMeasurement()
+    image = contrast if contrast is not None else unenhanced
+    if image is None:
+        m.qc.append("no usable series to segment the tumour")
+        return m
+    if contrast is None:
+        m.qc.append("no contrast phase: tumour segmented on the unenhanced CT")
+    tumour_full = _as_bool(segment_tumour(image, seed_lps, unenhanced=unenhanced
+                                          if contrast is not None else None))
+    m.full_masks["tumour"] = tumour_full
+    crop = _crop_like(image, seed_lps, half_mm)
+    tumour = _crop_like(tumour_full, seed_lps, half_mm)
+    m.image, m.masks["tumour"] = crop, tumour
+    m.size = _size(tumour)
+    if image.modality == "CT":
+        m.extra["tumour"] = {"mean_attenuation_hu": mean_attenuation_hu(crop, tumour)}
+    if contrast is not None and unenhanced is not None:
+        if contrast.modality == "MR":
+            pre = _aligned_pre(unenhanced, crop, seed_lps, m.qc)
+            mr = mr_enhancement(pre, crop, tumour, threshold_pct=criteria.mr_enhancing_pct)
+            m.values["enhancement_pct"] = mr.enhancement_pct
+            m.values["enhancing"] = mr.classification.value
+        else:
+            pre = _aligned_pre(unenhanced, crop, seed_lps, m.qc)
+            enh = ct_enhancement(pre, crop, tumour, enhancing_hu=criteria.enhancing_hu,
+                                 equivocal_hu=criteria.equivocal_hu)
+            m.values["enhancement_hu"] = enh.delta_hu
+            m.values["enhancing"] = enh.classification.value
+    return m
+
+
+def measure_iceball(
+    intra: Volume,
+    center_lps: npt.NDArray[np.float64],
+    tumour_on_intra: Volume | None,
+    half_mm: float,
+) -> StudyMeasurement:
+    """Intra-procedural: probes and ice ball; margin and coverage of the registered tumour."""
+    m = StudyMeasurement()
+    result = segment_iceball(intra, center_lps)
+    m.qc.extend(result.qc)
+    ice_full = _as_bool(result.mask)
+    m.full_masks["iceball"] = ice_full
+    crop = _crop_like(intra, center_lps, half_mm)
+    ice = _crop_like(ice_full, center_lps, half_mm)
+    m.image, m.masks["iceball"] = crop, ice
+    m.masks["probes"] = _crop_like(_as_bool(result.probe_mask), center_lps, half_mm)
+    m.size = _size(ice)
+    m.values.update(iceball_long_axis_mm=m.size.long_axis_mm,
+                    iceball_short_axis_mm=m.size.short_axis_mm,
+                    iceball_volume_ml=m.size.volume_ml)
+    if tumour_on_intra is not None:
+        tumour_full = _as_bool(tumour_on_intra)
+        m.full_masks["tumour"] = tumour_full
+        tumour = _crop_like(tumour_full, center_lps, half_mm)
+        m.masks["tumour"] = tumour
+        try:
+            margin = ablative_margin(tumour, ice)
+            m.values["min_margin_mm"] = margin.min_margin_mm
+            m.values["tumour_coverage_pct"] = margin.coverage_pct
+        except EmptyMaskError as exc:
+            m.qc.append(f"margin not measurable: {exc}")
+    # the size panel shows the ice ball's calipers
+    return m
+
+
+def measure_zone(
+    post: Volume,
+    pre: Volume | None,
+    center_lps: npt.NDArray[np.float64],
+    criteria: AssessmentCriteria,
+    half_mm: float,
+) -> StudyMeasurement:
+    """Follow-up: the ablation zone, its size, and any enhancing component in or at its
+    edge (nodular/crescentic → enhancing; a thin smooth rim is reported, not called)."""
+    m = StudyMeasurement()
+    crop = _crop_like(post, center_lps, half_mm)
+    pre_crop = _aligned_pre(pre, crop, center_lps, m.qc) if pre is not None else None
+    zone_result = segment_ablation_zone(crop, pre_crop, center_lps, modality=post.modality)
+    zone = _as_bool(zone_result.zone_mask)
+    m.image, m.masks["ablation_zone"] = crop, zone
+    m.size = _size(zone)
+    if pre_crop is None:
+        m.values["enhancing"] = "not_assessable"
+        m.qc.append("no unenhanced/pre-contrast series: enhancement not assessable")
+    elif post.modality == "MR":
+        enhancing = _as_bool(zone_result.enhancing_mask)
+        target = enhancing if enhancing.array.any() else zone
+        mr = mr_enhancement(pre_crop, crop, target, threshold_pct=criteria.mr_enhancing_pct,
+                            erode_mm=0.0 if target is enhancing else 1.5)
+        m.values["enhancement_pct"] = mr.enhancement_pct
+        m.values["enhancing"] = mr.classification.value
+        if enhancing.array.any():
+            m.masks["enhancing"] = enhancing
+    else:
+        _classify_ct_zone(m, pre_crop, crop, zone, criteria)
+    m.full_masks = {name: _paste(post, mask) for name, mask in m.masks.items()}
+    return m
+
+
+def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volume,
+                      criteria: AssessmentCriteria) -> None:
+    comps = enhancing_components(pre, post, zone, threshold_hu=criteria.equivocal_hu)
+    # components that run out of the search shell with little overlap with the zone are
+    # normal enhancing parenchyma next to the zone, not tissue of the zone
+    relevant = [c for c in comps if not (c.reaches_search_limit and c.fraction_in_zone < 0.25)]
+    rims = [c for c in relevant if c.shape is ComponentShape.RIM]
+    nodules = [c for c in relevant if c.shape is not ComponentShape.RIM]
+    enhancing = [c for c in nodules if c.mean_delta_hu >= criteria.enhancing_hu]
+    equivocal = [c for c in nodules if c.mean_delta_hu < criteria.enhancing_hu]
+    overall = ct_enhancement(pre, post, zone, enhancing_hu=criteria.enhancing_hu,
+                             equivocal_hu=criteria.equivocal_hu)
+    if enhancing:
+        worst = max(enhancing, key=lambda c: c.mean_delta_hu)
+        m.values["enhancing"] = "yes"
+        m.values["enhancement_hu"] = worst.mean_delta_hu
+        m.qc.append(
+            f"enhancing {worst.shape.value} component {worst.max_diameter_mm:.0f} mm, "
+            f"+{worst.mean_delta_hu:.0f} HU"
+        )
+        m.masks["enhancing"] = _component_mask(post, pre, zone, criteria.enhancing_hu)
+    elif equivocal or overall.classification.value == "equivocal":
+        m.values["enhancing"] = "equivocal"
+        m.values["enhancement_hu"] = max(
+            [c.mean_delta_hu for c in equivocal] + [overall.delta_hu or 0.0])
+    else:
+        m.values["enhancing"] = overall.classification.value
+        m.values["enhancement_hu"] = overall.delta_hu
+    if rims:
+        m.qc.append("thin smooth peripheral rim enhancement (benign early post-ablation finding)")
+
+
+def _component_mask(post: Volume, pre: Volume, zone: Volume, threshold_hu: float) -> Volume:
+    """Voxels of the zone and its 3 mm shell enhancing ≥ threshold (smoothed ΔHU), for display
+    and the SEG."""
+    from scipy.ndimage import binary_dilation, gaussian_filter
+
+    spacing_kji = post.spacing_mm[::-1]
+    delta = gaussian_filter(post.array.astype(np.float32) - pre.array.astype(np.float32),
+                            1.0 / spacing_kji)
+    shell_vox = np.maximum(1, np.round(3.0 / spacing_kji)).astype(int)
+    near = binary_dilation(zone.array, np.ones(tuple(2 * shell_vox + 1), bool))
+    return post.with_array(near & (delta >= threshold_hu), modality="")
+
+
+def _paste(reference: Volume, crop: Volume) -> Volume:
+    """A crop mask back onto the full grid of the series it was cut from."""
+    full = np.zeros(reference.array.shape, dtype=bool)
+    offset = np.rint(reference.lps_to_index(crop.origin_lps)).astype(int)
+    nk, nj, ni = crop.array.shape
+    full[offset[2]:offset[2] + nk, offset[1]:offset[1] + nj,
+         offset[0]:offset[0] + ni] = crop.array.astype(bool)
+    return reference.with_array(full, modality="")
+
+
+def tumour_into(tumour_full: Volume, target: Volume, transform_baseline_to_target: Any) -> Volume:
+    """The baseline tumour mask carried into another study's grid through the registration."""
+    return _as_bool(transfer_mask(tumour_full, target, transform_baseline_to_target))

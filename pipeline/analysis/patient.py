@@ -1,0 +1,280 @@
+"""Workflow stage ``analyse``: every lesion of one patient in every study.
+
+For each lesion (grouped by procedure date): plan the studies (roles, series), load each
+chosen series once, register every study to the baseline contrast series (robust to
+table offsets and the prone intra-procedural position), segment and measure, and write
+``patients/<id>/analysis.json``, the masks (NIfTI on the measured series grid, for the
+SEG) and the rendered review panels. A study that fails is recorded with its reason in
+the lesion's ``errors`` and a ``qc`` note; the other studies and lesions go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.analysis.lesion import (
+    StudyMeasurement,
+    measure_iceball,
+    measure_tumour,
+    measure_zone,
+    tumour_into,
+)
+from pipeline.analysis.manifest import ManifestLesion, read_manifest
+from pipeline.analysis.studies import StudyPlan, plan_studies
+from pipeline.assessment.criteria import AssessmentCriteria
+from pipeline.assessment.records import LesionTimepoint, Role, timepoint_to_dict
+from pipeline.dicom.errors import DicomInputError
+from pipeline.dicom.loader import load_series, write_nifti
+from pipeline.image import GeometryError, Volume
+from pipeline.layout import OutputLayout, safe_id
+
+__all__ = ["SeriesCache", "analyse_lesion", "stage_analyse"]
+
+log = logging.getLogger("cryotrack.analyse")
+
+# exceptions that mean "this study cannot be measured" (bad data, nothing found), as
+# opposed to programming errors, which still propagate in tests but are recorded in runs
+_STUDY_ERRORS = (DicomInputError, GeometryError, ValueError, RuntimeError)
+
+
+class SeriesCache:
+    """Loads each series once per patient, by series_key (paths from instances.parquet)."""
+
+    def __init__(self, instances: pd.DataFrame, gap_policy: str) -> None:
+        self._instances = instances
+        self._gap_policy = gap_policy
+        self._cache: dict[str, Volume] = {}
+        self.seconds = 0.0
+
+    def paths(self, key: str) -> list[str]:
+        rows = self._instances[self._instances["series_key"] == key].sort_values("slice_index")
+        if rows.empty:
+            raise ValueError(f"series {key} not in instances.parquet")
+        return rows["path"].astype(str).drop_duplicates().tolist()
+
+    def get(self, key: str | None) -> Volume | None:
+        if key is None:
+            return None
+        if key not in self._cache:
+            started = time.perf_counter()
+            vol = load_series(self.paths(key), gap_policy=self._gap_policy)  # type: ignore[arg-type]
+            vol.source["series_key"] = key
+            self._cache[key] = vol
+            self.seconds += time.perf_counter() - started
+        return self._cache[key]
+
+
+def _registration_to_baseline(reference: Volume, moving: Volume, seed_lps: np.ndarray,
+                              half_mm: float) -> tuple[Any, list[str], dict[str, Any]]:
+    from segmentation import register_rigid
+
+    reg = register_rigid(reference, moving, focus_point_lps=seed_lps,
+                         focus_radius_mm=min(60.0, half_mm))
+    info = {"quality": reg.quality, "metric": reg.quality_metric, "ok": reg.ok}
+    return reg.transform, ([] if reg.ok else list(reg.qc or ["registration doubtful"])), info
+
+
+def _timepoint(les: ManifestLesion, plan: StudyPlan, modality: str) -> LesionTimepoint:
+    return LesionTimepoint(
+        patient_id=les.patient_id, lesion_id=les.lesion_id,
+        study_instance_uid=plan.study_instance_uid, study_date=plan.study_date,
+        days_since_procedure=plan.days_since_procedure, role=plan.role, modality=modality,
+    )
+
+
+def analyse_lesion(
+    les: ManifestLesion,
+    plans: list[StudyPlan],
+    cache: SeriesCache,
+    criteria: AssessmentCriteria,
+    half_mm: float,
+    on_measured: Callable[[StudyPlan, str, StudyMeasurement, LesionTimepoint], None],
+) -> tuple[list[LesionTimepoint], list[str]]:
+    """Measure one lesion in all its studies; ``on_measured`` receives each result."""
+    timepoints: list[LesionTimepoint] = []
+    errors: list[str] = []
+    seed = np.asarray(les.seed_lps_mm, dtype=np.float64)
+    baseline = next((p for p in plans if p.role is Role.BASELINE), None)
+    reference: Volume | None = None
+    tumour_full: Volume | None = None
+    for plan in plans:
+        tp = _timepoint(les, plan, plan.modality)
+        tp.qc.extend(plan.notes)
+        try:
+            if plan.role is Role.BASELINE:
+                contrast, unenh = cache.get(plan.contrast_key), cache.get(plan.unenhanced_key)
+                reference = contrast if contrast is not None else unenh
+                m = measure_tumour(contrast, unenh, seed, criteria, half_mm)
+                key = (plan.contrast_key or plan.unenhanced_key) or ""
+                tumour_full = m.full_masks.get("tumour")
+                tp.long_axis_mm, tp.short_axis_mm = m.size.long_axis_mm, m.size.short_axis_mm
+                tp.max_3d_diameter_mm, tp.volume_ml = m.size.max_3d_diameter_mm, m.size.volume_ml
+            elif reference is None:
+                raise ValueError("no baseline study with a usable series: cannot locate the "
+                                 "lesion (the seed is given in baseline coordinates)")
+            elif plan.role is Role.INTRAPROCEDURAL:
+                intra = cache.get(plan.unenhanced_key)
+                if intra is None:
+                    raise ValueError("no unenhanced CT for the ice ball")
+                transform, qc, _info = _registration_to_baseline(reference, intra, seed, half_mm)
+                tp.qc.extend(qc)
+                center = _mapped(transform, seed)
+                crop = intra.crop_around_lps(center, half_mm)
+                tumour_here = (tumour_into(tumour_full, crop, transform)
+                               if tumour_full is not None else None)
+                m = measure_iceball(intra, center, tumour_here, half_mm)
+                if tumour_here is not None and "tumour" in m.full_masks:
+                    # tumour transferred onto the crop; SEG needs the full grid
+                    m.full_masks["tumour"] = tumour_into(tumour_full, intra, transform)
+                key = plan.unenhanced_key or ""
+            else:
+                post = cache.get(plan.contrast_key)
+                pre = cache.get(plan.unenhanced_key)
+                image = post if post is not None else pre
+                if image is None:
+                    raise ValueError("no usable series in this follow-up")
+                if post is None:
+                    tp.qc.append("no contrast series: ablation zone measured on unenhanced CT")
+                transform, qc, _info = _registration_to_baseline(reference, image, seed, half_mm)
+                tp.qc.extend(qc)
+                center = _mapped(transform, seed)
+                m = measure_zone(image, pre if post is not None else None, center, criteria,
+                                 half_mm)
+                key = (plan.contrast_key or plan.unenhanced_key) or ""
+                tp.long_axis_mm, tp.short_axis_mm = m.size.long_axis_mm, m.size.short_axis_mm
+                tp.max_3d_diameter_mm, tp.volume_ml = m.size.max_3d_diameter_mm, m.size.volume_ml
+            for name, value in m.values.items():
+                setattr(tp, name, value)
+            tp.modality = (m.image.modality if m.image is not None else plan.modality) or "CT"
+            tp.qc.extend(q for q in m.qc if q not in tp.qc)
+            on_measured(plan, key, m, tp)
+        except _STUDY_ERRORS as exc:
+            reason = f"{plan.role.value} study {plan.study_date}: {exc}"
+            log.warning("lesion %s/%s: %s", les.patient_id, les.lesion_id, reason)
+            log.debug("%s", traceback.format_exc())
+            errors.append(reason)
+            tp.qc.append(f"not measured: {exc}")
+        timepoints.append(tp)
+    if baseline is None:
+        errors.append("no baseline study before the procedure")
+    return timepoints, errors
+
+
+def _mapped(transform: Any, point_lps: np.ndarray) -> np.ndarray:
+    from segmentation import transform_points_lps
+
+    return np.asarray(transform_points_lps(transform, point_lps), dtype=np.float64)
+
+
+def stage_analyse(config: dict[str, Any], patient: str) -> dict[str, Any]:
+    """Analyse every manifest lesion of one patient (``patient`` is the safe id)."""
+    from pipeline.outputs.overlay import ReviewPanel
+    from pipeline.outputs.report_html import timepoint_flags, timepoint_values
+    from pipeline.outputs.report_images import render_lesion_panels, write_rendered_json
+
+    started = time.perf_counter()
+    layout = OutputLayout(Path(config["out"]).resolve())
+    lesions = [les for les in read_manifest(Path(config["lesions"]))
+               if safe_id(les.patient_id) == patient]
+    if not lesions:
+        raise ValueError(f"patient {patient!r} is not in the lesion manifest")
+    patient_id = lesions[0].patient_id
+    series = pd.read_csv(layout.series_csv, dtype={"patient_id": str, "study_date": str},
+                         keep_default_na=False)
+    instances = pd.read_parquet(layout.index_dir / "instances.parquet")
+    criteria = AssessmentCriteria.from_mapping(config.get("criteria"))
+    analysis_cfg = config["analysis"]
+    half_mm = float(analysis_cfg["crop_half_size_mm"])
+    cache = SeriesCache(instances, config["loading"]["gap_policy"])
+    patient_dir = layout.patient_dir(patient_id)
+    out: dict[str, Any] = {"patient_id": patient_id, "lesions": [], "studies": {}}
+
+    for les in lesions:
+        entry: dict[str, Any] = {"lesion_id": les.lesion_id, "tracking_uid": les.tracking_uid,
+                                 "items": [], "errors": [], "timepoints": []}
+        panels: list[Any] = []
+        try:
+            plans = plan_studies(
+                series, les.patient_id, les.procedure_date,
+                baseline_study_uid=les.baseline_study_uid,
+                intraprocedural_window_days=int(analysis_cfg["intraprocedural_window_days"]),
+            )
+        except ValueError as exc:
+            entry["errors"].append(str(exc))
+            out["lesions"].append(entry)
+            continue
+        for p in plans:
+            out["studies"][p.study_instance_uid] = {
+                "study_date": p.study_date.isoformat(), "role": p.role.value,
+                "days_since_procedure": p.days_since_procedure, "modality": p.modality,
+                "unenhanced_key": p.unenhanced_key, "contrast_key": p.contrast_key,
+                "contrast_phase": p.contrast_phase, "notes": p.notes,
+            }
+
+        def on_measured(plan: StudyPlan, key: str, m: StudyMeasurement, tp: LesionTimepoint,
+                        les: ManifestLesion = les, entry: dict[str, Any] = entry,
+                        panels: list[Any] = panels) -> None:
+            item: dict[str, Any] = {"study_instance_uid": plan.study_instance_uid,
+                                    "series_key": key, "masks": {}, "extra": m.extra}
+            for name, mask in m.full_masks.items():
+                if name == "probes" or not np.asarray(mask.array).any():
+                    continue
+                path = layout.mask_file(les.patient_id, les.lesion_id,
+                                        plan.study_instance_uid, name)
+                write_nifti(mask.with_array(np.asarray(mask.array, dtype=np.uint8)), path)
+                item["masks"][name] = str(path.relative_to(patient_dir))
+            entry["items"].append(item)
+            if m.image is not None:
+                panels.append(ReviewPanel(
+                    patient_id=les.patient_id, lesion_id=les.lesion_id,
+                    study_date=plan.study_date, role=plan.role,
+                    days_since_procedure=plan.days_since_procedure, image=m.image,
+                    masks=m.masks, long_axis_endpoints_lps=m.size.long_endpoints_lps,
+                    short_axis_endpoints_lps=m.size.short_endpoints_lps,
+                    values=timepoint_values(tp), flags=timepoint_flags(tp),
+                    modality="MR" if m.image.modality == "MR" else "CT",
+                    study_instance_uid=plan.study_instance_uid,
+                ))
+
+        timepoints, errors = analyse_lesion(les, plans, cache, criteria, half_mm, on_measured)
+        # panel values must show the final timepoint values (set after on_measured)
+        entry["timepoints"] = [timepoint_to_dict(t) for t in timepoints]
+        entry["errors"].extend(errors)
+        if panels:
+            rendered = render_lesion_panels(layout.report_dir, _refresh(panels, timepoints))
+            rel = f"panels/{safe_id(les.lesion_id)}.json"
+            write_rendered_json(patient_dir / rel, rendered)
+            entry["panels"] = rel
+        out["lesions"].append(entry)
+
+    out["seconds"] = round(time.perf_counter() - started, 2)
+    out["loading_seconds"] = round(cache.seconds, 2)
+    path = layout.analysis_json(patient_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".analysis.json.tmp")
+    tmp.write_text(json.dumps(out, indent=1, sort_keys=True, default=str))
+    tmp.replace(path)
+    n_tp = sum(len(e["timepoints"]) for e in out["lesions"])
+    n_err = sum(len(e["errors"]) for e in out["lesions"])
+    return {"patient": patient_id, "lesions": len(lesions), "timepoints": n_tp,
+            "errors": n_err, "seconds": out["seconds"]}
+
+
+def _refresh(panels: list[Any], timepoints: list[LesionTimepoint]) -> list[Any]:
+    """Panels with the values and flags of the finished timepoints."""
+    from dataclasses import replace
+
+    from pipeline.outputs.report_html import timepoint_flags, timepoint_values
+
+    by_study = {t.study_instance_uid: t for t in timepoints}
+    return [replace(p, values=timepoint_values(by_study[p.study_instance_uid]),
+                    flags=timepoint_flags(by_study[p.study_instance_uid])) for p in panels]
