@@ -372,3 +372,12 @@ def test_multi_lesion_page_has_a_lesion_index_and_visible_flags(report):
     html_text = page.read_text("utf-8")
     # the follow-up panel's finding is visible text in its caption, not only in the image
     assert '<span class="flag">enhancing tissue</span>' in html_text
+
+
+def test_enhancement_is_a_red_finding_only_on_follow_up(report):
+    html_text = (report / "patients" / "P002.html").read_text("utf-8")
+    rows = re.findall(r'<tr[^>]*>(.*?)</tr>', html_text)
+    baseline = next(r for r in rows if ">baseline<" in r)
+    followup = next(r for r in rows if ">followup<" in r)
+    assert '<span class="badge na">yes</span>' in baseline
+    assert '<span class="badge bad">yes</span>' in followup

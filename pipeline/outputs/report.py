@@ -118,8 +118,12 @@ def _img(out_dir: Path, rel_png: str, rel_from: str, alt: str) -> str:
 
 
 # ------------------------------------------------------------------------- cells
-def _enhancing_badge(value: str) -> str:
+def _enhancing_badge(value: str, role: Role) -> str:
+    """Red/amber/green on follow-up (enhancement there is a finding); neutral otherwise
+    (a baseline tumour is expected to enhance)."""
     css = {"yes": "bad", "no": "ok", "equivocal": "warn"}.get(value, "na")
+    if role is not Role.FOLLOWUP:
+        css = "na"
     return f'<span class="badge {css}">{esc(value.replace("_", " "))}</span>'
 
 
@@ -244,7 +248,7 @@ def _timepoint_rows(tps: list[LesionTimepoint]) -> list:
             ("num", esc(fmt_ml(t.volume_ml))),
             ("num", esc(fmt_hu(t.enhancement_hu))),
             ("num", esc(fmt_pct(t.enhancement_pct, signed=True))),
-            ("", _enhancing_badge(t.enhancing) if t.role is Role.FOLLOWUP or
+            ("", _enhancing_badge(t.enhancing, t.role) if t.role is Role.FOLLOWUP or
              t.enhancing != "not_assessable" else NA),
             ("num", esc(fmt_mm(t.iceball_long_axis_mm))),
             ("num", esc(fmt_mm(t.iceball_short_axis_mm))),
