@@ -20,13 +20,19 @@ over the whole zone. Method:
      thickness) but not a rim (thicker, or covering less of the circumference).
    * ``nodular``: everything else (compact, or away from the edge).
 
-   Thickness is twice the largest inscribed distance: for each voxel the Euclidean
-   distance (mm) to the nearest voxel outside the component, minus half the voxel's own
-   extent in that direction; thickness = 2 × (max of that) (exact for slabs aligned with
-   the grid, within about one voxel otherwise).
+   Thickness is a layer thickness: the component is cut at half its peak smoothed ΔHU
+   (so the smoothing blur does not widen thin layers), each voxel's depth is its
+   Euclidean distance (mm) to the nearest voxel outside minus half the voxel's extent in
+   that direction, and thickness = 2 × the 90th percentile of the depths. The percentile
+   (not the maximum) ignores the few places where a thin layer parallel to thick slices
+   spans two slices. For a layer of thickness t it gives ≈ t (seen: 2.35 mm for a 2 mm
+   rim, 2.97 mm for a 3 mm rim at 0.7 × 0.7 × 2.5 mm); a compact ball of diameter D reads
+   ≈ 0.4–0.5 D, which is why a rim also needs to cover much of the zone's edge.
 
 Enhancing tissue just outside the zone (normal parenchyma) also appears in the shell; such
-components usually reach the outer limit of the search shell (``reaches_search_limit``).
+a component continues beyond the search region (``reaches_search_limit``) and lies mostly
+outside the zone (``fraction_in_zone``): the shape says what it looks like, these two flags
+say whether it belongs to the zone.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ __all__ = ["ComponentShape", "Component", "enhancing_components"]
 FloatArray = npt.NDArray[np.float64]
 
 _PERIPHERAL_FRACTION = 0.8
+_CONN26 = np.ones((3, 3, 3), dtype=bool)
+_THICKNESS_QUANTILE = 0.9
 
 
 class ComponentShape(StrEnum):
@@ -70,15 +78,15 @@ class Component:
     Attributes:
         volume_ml: voxel-count volume.
         max_diameter_mm: 3-D maximum caliper diameter.
-        thickness_mm: twice the largest inscribed half-thickness (see module docstring).
+        thickness_mm: layer thickness (see module docstring; meaningful for thin layers).
         mean_delta_hu: mean of the unsmoothed ΔHU over the component.
         centroid_lps: centre of mass, LPS mm.
         shape: nodular / rim / crescentic.
         touches_zone_edge: some voxel lies within one voxel of the zone boundary or outside
             the zone.
-        reaches_search_limit: some voxel lies in the outermost voxel layer of the search
-            shell (or at the image border): the component may continue outside (e.g.
-            normal enhancing parenchyma).
+        reaches_search_limit: the enhancement continues beyond the search region (a
+            26-neighbour outside it is also enhancing) or reaches the image border: e.g.
+            normal enhancing parenchyma around the zone.
         fraction_in_zone: fraction of its voxels inside the zone mask.
         edge_coverage: fraction of the zone's boundary voxels within one voxel of it.
         n_voxels: number of voxels.
@@ -116,7 +124,7 @@ def enhancing_components(
     Returns the components sorted by decreasing volume (empty list: nothing enhancing).
     Raises ModalityError for MR images, GeometryError for grid mismatch.
     """
-    from scipy.ndimage import distance_transform_edt, gaussian_filter, label
+    from scipy.ndimage import binary_erosion, distance_transform_edt, gaussian_filter, label
 
     _require_modality(pre_hu, "pre_hu", ("CT",), "HU enhancement")
     _require_modality(post_hu, "post_hu", ("CT",), "HU enhancement")
@@ -127,7 +135,7 @@ def enhancing_components(
             raise ValueError(f"{name} must be finite and >= 0, got {value}")
     zone_full = _bool_mask(zone_mask, "zone_mask")
     spacing = zone_mask.spacing_mm[::-1].copy()  # (k, j, i)
-    pad = 1 + int(np.ceil((search_shell_mm + 3.0 * smooth_mm) / spacing.min()))
+    pad = 2 + int(np.ceil((search_shell_mm + 3.0 * smooth_mm) / spacing.min()))
     lo, hi = _bbox_kji(zone_full)
     valid_full = np.ones(zone_full.shape, dtype=bool)
     (zone, pre, post, valid), affine = _crop_padded(
@@ -137,91 +145,106 @@ def enhancing_components(
     post = post.astype(np.float32)
     delta = np.where(valid, post - pre, np.float32(0.0))
     smoothed = gaussian_filter(delta, smooth_mm / spacing, mode="nearest") if smooth_mm else delta
-
-    dist_out = distance_transform_edt(~zone, sampling=spacing)  # 0 inside the zone
-    dist_in = distance_transform_edt(zone, sampling=spacing)  # 0 outside the zone
-    search = (zone | (dist_out <= search_shell_mm)) & valid
-    limit = (~zone & (dist_out > search_shell_mm - spacing.max())) | ~_interior(valid)
     excluded = (pre > min(exclude_unenhanced_above_hu, exclude_above_hu)) | (
         post > exclude_above_hu
     )
-    candidate = search & ~excluded & (smoothed >= threshold_hu)
-    labels, n = label(candidate, structure=np.ones((3, 3, 3), dtype=bool))
+    enhancing = valid & ~excluded & (smoothed >= threshold_hu)
+    dist_out = distance_transform_edt(~zone, sampling=spacing)  # 0 inside the zone
+    search = (zone | (dist_out <= search_shell_mm)) & valid
+    labels, n = label(enhancing & search, structure=_CONN26)
     if n == 0:
         return []
+    ctx = _Context(
+        zone=zone,
+        dist_in=distance_transform_edt(zone, sampling=spacing),
+        boundary=zone & ~binary_erosion(zone, border_value=0),
+        beyond=(enhancing & ~search) | ~binary_erosion(valid, border_value=0),
+        delta=delta,
+        smoothed=smoothed,
+        threshold_hu=threshold_hu,
+        affine=affine,
+        spacing=spacing,
+    )
     voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    boundary = _zone_boundary(zone)
-    out = []
-    for lab in range(1, n + 1):
-        if sizes[lab] * voxel_mm3 < min_volume_mm3:
-            continue
-        comp = labels == lab
-        out.append(
-            _describe(
-                comp, delta, zone, dist_in, limit, boundary, affine, spacing,
-                rim_max_thickness_mm, rim_min_coverage,
-            )
-        )
+    out = [
+        _describe(labels == lab, ctx, rim_max_thickness_mm, rim_min_coverage)
+        for lab in range(1, n + 1)
+        if sizes[lab] * voxel_mm3 >= min_volume_mm3
+    ]
     out.sort(key=lambda c: -c.volume_ml)
     return out
 
 
+@dataclass(frozen=True)
+class _Context:
+    """Arrays of the cropped search box shared by every component's description."""
+
+    zone: npt.NDArray[np.bool_]
+    dist_in: FloatArray  # mm from a zone voxel to the nearest voxel outside the zone
+    boundary: npt.NDArray[np.bool_]  # zone voxels with a 6-neighbour outside
+    beyond: npt.NDArray[np.bool_]  # enhancing outside the search region, or image border
+    delta: npt.NDArray[np.float32]
+    smoothed: npt.NDArray[np.float32]
+    threshold_hu: float
+    affine: FloatArray
+    spacing: FloatArray  # (k, j, i)
+
+
 def _describe(
-    comp: npt.NDArray[np.bool_],
-    delta: npt.NDArray[np.float32],
-    zone: npt.NDArray[np.bool_],
-    dist_in: FloatArray,
-    limit: npt.NDArray[np.bool_],
-    boundary: npt.NDArray[np.bool_],
-    affine: FloatArray,
-    spacing: FloatArray,
-    rim_max_thickness_mm: float,
+    comp: npt.NDArray[np.bool_], ctx: _Context, rim_max_thickness_mm: float,
     rim_min_coverage: float,
 ) -> Component:
-    from scipy.ndimage import distance_transform_edt
+    from scipy.ndimage import binary_dilation, distance_transform_edt
 
+    spacing, zone = ctx.spacing, ctx.zone
     n_vox = int(np.count_nonzero(comp))
-    voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
-    idx = np.argwhere(comp).astype(np.float64)
-    centroid = _kji_to_lps(idx.mean(axis=0, keepdims=True), affine)[0]
+    voxel_mm3 = float(abs(np.linalg.det(ctx.affine[:3, :3])))
+    centroid = _kji_to_lps(np.argwhere(comp).mean(axis=0, keepdims=True), ctx.affine)[0]
     sub_lo, sub_hi = _bbox_kji(comp)
-    sub = comp[tuple(slice(a, b) for a, b in zip(sub_lo, sub_hi, strict=True))]
-    verts, _faces = _surface_mesh_kji(np.pad(sub, 1))
-    diameter, _a, _b = _farthest_pair(_kji_to_lps(verts + (sub_lo - 1.0), affine))
-    thickness = _thickness_mm(sub, spacing)
+    box = tuple(slice(a, b) for a, b in zip(sub_lo, sub_hi, strict=True))
+    verts, _faces = _surface_mesh_kji(np.pad(comp[box], 1))
+    diameter, _a, _b = _farthest_pair(_kji_to_lps(verts + (sub_lo - 1.0), ctx.affine))
+    # thickness at half the component's peak (robust 95th percentile) of the smoothed ΔHU:
+    # the fixed threshold would add the smoothing blur to thin layers
+    peak = float(np.percentile(ctx.smoothed[comp], 95))
+    core = comp & (ctx.smoothed >= max(ctx.threshold_hu, peak / 2.0))
+    thickness = _thickness_mm((core if core.any() else comp)[box], spacing)
     in_zone = comp & zone
-    fraction_in_zone = float(np.count_nonzero(in_zone)) / n_vox
-    touches = bool(np.any(comp & ~zone)) or bool(np.any(dist_in[in_zone] <= spacing.max() + 1e-6))
+    outside_vox = int(np.count_nonzero(comp & ~zone))
+    touches = outside_vox > 0 or bool(np.any(ctx.dist_in[in_zone] <= spacing.max() + 1e-6))
     band = thickness + spacing.max()
-    peripheral_vox = np.count_nonzero(comp & ~zone) + np.count_nonzero(dist_in[in_zone] <= band)
+    peripheral_vox = outside_vox + int(np.count_nonzero(ctx.dist_in[in_zone] <= band))
     peripheral = peripheral_vox >= _PERIPHERAL_FRACTION * n_vox
     near_comp = distance_transform_edt(~comp, sampling=spacing) <= spacing.max() + 1e-6
-    n_boundary = int(np.count_nonzero(boundary))
-    coverage = float(np.count_nonzero(near_comp & boundary)) / n_boundary if n_boundary else 0.0
+    n_boundary = int(np.count_nonzero(ctx.boundary))
+    coverage = float(np.count_nonzero(near_comp & ctx.boundary)) / max(n_boundary, 1)
     if peripheral and thickness <= rim_max_thickness_mm and coverage >= rim_min_coverage:
         shape = ComponentShape.RIM
     elif peripheral and diameter >= 2.0 * thickness:
         shape = ComponentShape.CRESCENTIC
     else:
         shape = ComponentShape.NODULAR
+    grown = binary_dilation(comp, structure=_CONN26)
     return Component(
         volume_ml=n_vox * voxel_mm3 / 1000.0,
         max_diameter_mm=float(diameter),
         thickness_mm=float(thickness),
-        mean_delta_hu=float(delta[comp].mean()),
+        mean_delta_hu=float(ctx.delta[comp].mean()),
         centroid_lps=centroid,
         shape=shape,
         touches_zone_edge=touches,
-        reaches_search_limit=bool(np.any(comp & limit)),
-        fraction_in_zone=fraction_in_zone,
+        reaches_search_limit=bool(np.any(grown & ctx.beyond)),
+        fraction_in_zone=float(np.count_nonzero(in_zone)) / n_vox,
         edge_coverage=coverage,
         n_voxels=n_vox,
     )
 
 
-def _thickness_mm(comp: npt.NDArray[np.bool_], spacing: FloatArray) -> float:
-    """2 × max over voxels of (distance to the nearest outside voxel − half voxel extent)."""
+def _thickness_mm(
+    comp: npt.NDArray[np.bool_], spacing: FloatArray, quantile: float = _THICKNESS_QUANTILE
+) -> float:
+    """2 × quantile over voxels of (distance to the nearest outside voxel − half its extent)."""
     from scipy.ndimage import distance_transform_edt
 
     padded = np.pad(comp, 1)
@@ -232,20 +255,4 @@ def _thickness_mm(comp: npt.NDArray[np.bool_], spacing: FloatArray) -> float:
     unit = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
     with np.errstate(divide="ignore"):
         half_extent = np.min((spacing / 2.0) / np.abs(unit), axis=1)
-    return float(2.0 * np.max(d - half_extent))
-
-
-def _zone_boundary(zone: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    """Zone voxels with at least one 6-neighbour outside the zone."""
-    return zone & ~_eroded_6(zone)
-
-
-def _eroded_6(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    from scipy.ndimage import binary_erosion
-
-    return binary_erosion(mask, border_value=0)
-
-
-def _interior(valid: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    """Voxels of ``valid`` not on its outer face (the image border inside the crop)."""
-    return _eroded_6(valid) | ~valid
+    return float(2.0 * np.quantile(d - half_extent, quantile))
