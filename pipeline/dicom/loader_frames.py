@@ -74,10 +74,10 @@ def _optional_float(value: Any) -> float | None:
 
 
 def _spacing(value: Any, where: str) -> tuple[float, float]:
-    ps = _floats(value, 2, "PixelSpacing", where)
-    if np.any(ps <= 0):
-        raise MissingTagError(where, f"PixelSpacing must be > 0, got {ps.tolist()}")
-    return float(ps[0]), float(ps[1])
+    row_mm, col_mm = (float(v) for v in _floats(value, 2, "PixelSpacing", where))
+    if row_mm <= 0 or col_mm <= 0:
+        raise MissingTagError(where, f"PixelSpacing must be > 0, got {[row_mm, col_mm]}")
+    return row_mm, col_mm
 
 
 def _orientation(value: Any, where: str) -> npt.NDArray[np.float64]:

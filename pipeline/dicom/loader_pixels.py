@@ -211,7 +211,8 @@ def decode_frames(ds: Dataset, where: str | Path = "") -> npt.NDArray[Any]:
     if ts in _NATIVE:
         itemsize = bits_allocated // 8
         expected = rows * cols * frames * itemsize
-        data = ds.PixelData
+        raw = ds.get_item(0x7FE00010).value  # the bytes as read: no conversion needed
+        data = raw if isinstance(raw, bytes | bytearray | memoryview) else ds.PixelData
         if len(data) < expected:
             raise UnreadableFileError(
                 where, f"pixel data truncated: {len(data)} bytes, expected {expected}"
