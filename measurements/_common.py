@@ -254,22 +254,53 @@ def _farthest_pair(points: FloatArray) -> tuple[float, int, int]:
     return float(np.linalg.norm(pts[bi] - pts[bj])), bi, bj
 
 
-def _eroded(mask: npt.NDArray[np.bool_], spacing_kji: FloatArray, erode_mm: float) -> Any:
-    """Voxels of ``mask`` whose centre lies more than ``erode_mm`` from any outside voxel.
+def _depth_mm(mask: npt.NDArray[np.bool_], spacing_kji: FloatArray) -> FloatArray:
+    """Depth (mm) of every voxel centre below the mask's boundary (0 outside the mask).
 
-    Distances are Euclidean in mm (``distance_transform_edt`` with ``sampling``), so the
-    erosion is the same physical depth along every axis of an anisotropic grid.
-    ``erode_mm == 0`` returns the mask unchanged.
+    The boundary lies half-way between an inside and an outside voxel centre, so the
+    depth is the Euclidean distance (``distance_transform_edt`` with ``sampling``) to the
+    nearest outside voxel centre minus half the voxel's extent in that direction, or the
+    same measured along each grid axis alone, whichever is smaller (on anisotropic grids the
+    nearest outside centre is not always across the nearest boundary: the edge slice of
+    2.5 mm slices is 1.25 mm deep even when an in-plane outside voxel is 2.1 mm away).
+    Computed on the mask's bounding box.
     """
     from scipy.ndimage import distance_transform_edt
 
+    out = np.zeros(mask.shape, dtype=np.float64)
+    if not mask.any():
+        return out
+    lo, hi = _bbox_kji(mask)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    padded = np.pad(mask[box], 1)
+    dist, nearest = distance_transform_edt(padded, sampling=spacing_kji, return_indices=True)
+    inside = np.argwhere(padded)
+    vec = (nearest[:, padded].T - inside) * spacing_kji
+    unit = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+    with np.errstate(divide="ignore"):
+        half_extent = np.min((spacing_kji / 2.0) / np.abs(unit), axis=1)
+    depth = np.zeros(padded.shape, dtype=np.float64)
+    depth[padded] = dist[padded] - half_extent
+    for axis in range(3):  # along one axis only: other axes made "infinitely" far
+        along = np.full(3, 1e6 * float(spacing_kji.max()))
+        along[axis] = spacing_kji[axis]
+        axial_depth = distance_transform_edt(padded, sampling=along) - spacing_kji[axis] / 2.0
+        depth[padded] = np.minimum(depth[padded], axial_depth[padded])
+    out[box] = depth[1:-1, 1:-1, 1:-1]
+    return out
+
+
+def _eroded(mask: npt.NDArray[np.bool_], spacing_kji: FloatArray, erode_mm: float) -> Any:
+    """Voxels of ``mask`` whose centre lies at least ``erode_mm`` below its boundary.
+
+    Depth as in :func:`_depth_mm` (Euclidean mm, the same physical depth along every axis
+    of an anisotropic grid). ``erode_mm == 0`` returns the mask unchanged.
+    """
     if not np.isfinite(erode_mm) or erode_mm < 0:
         raise ValueError(f"erode_mm must be finite and >= 0, got {erode_mm}")
     if erode_mm == 0 or not mask.any():
         return mask.copy()
-    padded = np.pad(mask, 1)
-    dist = distance_transform_edt(padded, sampling=spacing_kji)
-    return (dist > erode_mm)[1:-1, 1:-1, 1:-1]
+    return mask & (_depth_mm(mask, spacing_kji) >= erode_mm)
 
 
 def _require_modality(image: Volume, name: str, allowed: tuple[str, ...], rule: str) -> None:

@@ -1,7 +1,8 @@
 """Enhancement of a lesion or ablation zone: CT (HU difference) and MR (percent increase).
 
 CT (Bosniak 2019 / ACR): ΔHU = HU(contrast) − HU(unenhanced) at matched voxels, summarised
-by the median over the mask eroded by ``erode_mm`` (no partial-volume edge), excluding
+by the median over the mask eroded by ``erode_mm`` (voxel centres at least that deep below
+the mask boundary, Euclidean mm: no partial-volume edge), excluding
 calcification/metal (unenhanced HU above ``exclude_unenhanced_above_hu`` or either image
 above ``exclude_above_hu``). ΔHU ≥ 20 enhancing ('yes'), 10–19 'equivocal', < 10 'no';
 'not_assessable' when fewer than ``min_voxels`` voxels remain.
