@@ -180,7 +180,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from fixtures.synth import synthesize
-
     from pipeline.workflow.runner import run_workflow
 
     synthetic = args.out / "synthetic"
