@@ -364,3 +364,14 @@ def test_calipers_disagreeing_with_the_printed_value_are_flagged():
     text = flags({"Long axis": "30.0 mm", "Ice ball short axis": "20.0 mm"})
     assert "long axis caliper 24.0 mm differs from the printed long axis 30.0 mm" in text
     assert "short axis caliper 24.0 mm differs" in text
+
+
+def test_dollar_signs_in_the_data_are_not_mathtext(tmp_path):
+    # "$...$" would be parsed as TeX by matplotlib (and "$\\frac" fails to render)
+    broken_tex = "$\\frac{1$ and $x^2$"
+    panel = make_panel(patient_id="P$1", lesion_id="$\\frac{a", values={"Note": broken_tex},
+                       flags=[broken_tex])
+    fig = overlay_figure(panel, size_px=256)
+    texts = [t for t in fig.axes[1].findobj(Text) if t.get_text()]
+    assert any(t.get_text() == f"Note: {broken_tex}" for t in texts)
+    render_overlay(panel, tmp_path / "d.png", size_px=256)  # draws without a parse error

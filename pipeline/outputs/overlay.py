@@ -393,16 +393,18 @@ def _draw_values(ax: Any, panel: ReviewPanel, shown: list[str], extra_flags: lis
 
     y = 0.98
     for n, part in enumerate(header):
-        ax.text(0.0, y, part, fontsize=fontsize, va="top", ha="left",
+        ax.text(0.0, y, part, fontsize=fontsize, va="top", ha="left", parse_math=False,
                 color="white" if n == 0 else "#cfcfcf", fontweight="bold" if n == 0 else None)
         y -= line
     y -= line / 2
     for part in values:
-        ax.text(0.0, y, part, fontsize=fontsize, va="top", ha="left", color="white")
+        ax.text(0.0, y, part, fontsize=fontsize, va="top", ha="left", color="white",
+                parse_math=False)
         y -= line
     y -= line / 2
     for part in flags:
         ax.text(0.0, y, part, fontsize=fontsize, va="top", ha="left", color="black",
+                parse_math=False,
                 fontweight="bold", bbox={"facecolor": "#ffb020", "edgecolor": "none", "pad": 1.5})
         y -= line * 1.15
     y = legend_top

@@ -120,6 +120,7 @@ def size_over_time_figure(timepoints: Sequence[LesionTimepoint]) -> Figure:
                bbox_to_anchor=(0.5, 0.0), handletextpad=0.3, columnspacing=0.9)
     tp0 = ordered[0]
     fig.text(0.11, 0.95, f"{tp0.patient_id} · {tp0.lesion_id}: size over time", fontsize=9,
+             parse_math=False,
              fontweight="bold")
     return fig
 
