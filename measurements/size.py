@@ -7,7 +7,9 @@ Definitions (all in millimetres of patient space, whatever the grid orientation)
   the midpoints between inside and outside voxel centres (pyradiomics' mesh does the same).
 * **Long axis (RECIST 1.1).** The longest in-plane diameter on a *patient axial* slice: on
   each axial slice the largest distance between two boundary points (convex hull + all
-  pairs of hull vertices), maximised over slices.
+  pairs of hull vertices), maximised over slices. Ties (symmetric shapes: several equal
+  diameters or slices) are broken by the largest short axis, then the most inferior slice,
+  so the result does not depend on how the grid is indexed.
 * **Short axis (RECIST 1.1).** On the long-axis slice, the longest chord perpendicular to
   the long axis: for every line perpendicular to the long-axis direction ``u``, the distance
   between the outermost crossings of that line with the boundary polygon; the maximum over
@@ -63,6 +65,7 @@ _AXIAL_TOL = 1e-4  # |S component| of the i/j unit vectors below which slices ar
 _MIN_INPLANE_MM = 0.25
 _MAX_INPLANE_MM = 1.0
 _CHORD_CHUNK = 256
+_TIE_MM = 1e-6  # lengths closer than this are ties (rounding), broken canonically
 
 
 @dataclass(frozen=True)
@@ -140,28 +143,35 @@ def axial_diameters(mask: Volume) -> AxialDiameters:
     """
     arr = _bool_mask(mask, "mask")
     stack, affine, resampled = _axial_stack(arr, mask)
-    best: tuple[float, float, int, int, list[FloatArray]] | None = None
+    per_slice: list[tuple[float, float, list[FloatArray], FloatArray]] = []
     for k in range(stack.shape[0]):
-        sl = stack[k]
-        if sl.max() <= 0.5:
+        if stack[k].max() <= 0.5:
             continue
-        contours = _slice_contours_lps(sl, k, affine)
-        if not contours:
-            continue
-        pts = np.concatenate([c[:, :2] for c in contours])
-        dist, a, b = _farthest_pair(pts)
-        if best is None or dist > best[0] + 1e-9:
-            best = (dist, float(contours[0][0, 2]), a, b, contours)
-    if best is None:  # a mask thinner than the interpolation could resolve
+        contours = _slice_contours_lps(stack[k], k, affine)
+        if contours:
+            long_mm, pairs = _long_axis_pairs(np.concatenate([c[:, :2] for c in contours]))
+            per_slice.append((long_mm, float(contours[0][0, 2]), contours, pairs))
+    if not per_slice:  # a mask thinner than the interpolation could resolve
         raise ValueError("mask has no axial cross-section at the 0.5 level after resampling")
-    long_mm, s_mm, a, b, contours = best
-    pts = np.concatenate([c[:, :2] for c in contours])
-    p0, p1 = pts[a], pts[b]
-    short_mm, q0, q1 = _longest_perpendicular_chord(contours, p0, p1)
+    longest = max(item[0] for item in per_slice)
+    # ties (symmetric shapes): the largest short axis, then the most inferior slice, so the
+    # result does not depend on the index order of the grid
+    best_short, best_s = -np.inf, np.inf
+    chosen: tuple[FloatArray, ...] = ()
+    for long_mm, s_mm, contours, pairs in per_slice:
+        if long_mm < longest - _TIE_MM:
+            continue
+        for p0, p1 in pairs:
+            short_mm, q0, q1 = _longest_perpendicular_chord(contours, p0, p1)
+            tied = abs(short_mm - best_short) <= _TIE_MM
+            if short_mm > best_short + _TIE_MM or (tied and s_mm < best_s - _TIE_MM):
+                best_short, best_s, chosen = short_mm, s_mm, (p0, p1, q0, q1)
+    s_mm, short_mm = best_s, best_short
+    p0, p1, q0, q1 = chosen
     return AxialDiameters(
-        long_axis_mm=float(long_mm),
+        long_axis_mm=float(longest),
         short_axis_mm=float(short_mm),
-        slice_position_mm=s_mm,
+        slice_position_mm=float(s_mm),
         long_endpoints_lps=np.array([[*p0, s_mm], [*p1, s_mm]]),
         short_endpoints_lps=np.array([[*q0, s_mm], [*q1, s_mm]]),
         resampled_to_axial=resampled,
@@ -221,6 +231,23 @@ def _resample_axial(
     out_affine = np.diag([*out_spacing, 1.0])
     out_affine[:3, 3] = lo_lps - out_spacing
     return out, out_affine
+
+
+def _long_axis_pairs(pts: FloatArray) -> tuple[float, FloatArray]:
+    """Longest distance between 2-D points and every pair (P, 2, 2) within _TIE_MM of it."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    cand = pts
+    if len(pts) > 3:
+        try:
+            cand = pts[ConvexHull(pts).vertices]
+        except QhullError:
+            cand = pts
+    diff = cand[:, None, :] - cand[None, :, :]
+    dist = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+    longest = float(dist.max())
+    ii, jj = np.nonzero(np.triu(dist >= longest - _TIE_MM, k=1))
+    return longest, np.stack([cand[ii], cand[jj]], axis=1)
 
 
 def _slice_contours_lps(
