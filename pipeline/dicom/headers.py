@@ -89,13 +89,19 @@ def decoder_available(transfer_syntax_uid: str) -> bool:
         return False
 
 
+# Control characters (CR, LF, NUL...) in a value would break CSV rows: map to spaces.
+_CONTROL_TO_SPACE = {c: " " for c in range(32)}
+
+
 def _str(ds: Any, keyword: str) -> str:
     value = ds.get(keyword)
     if value is None:
         return ""
     if isinstance(value, pydicom.multival.MultiValue):
-        return "\\".join(str(v).strip() for v in value)
-    return str(value).strip().replace("\x00", "")
+        text = "\\".join(str(v).strip() for v in value)
+    else:
+        text = str(value)
+    return text.translate(_CONTROL_TO_SPACE).strip()
 
 
 def _float(ds: Any, keyword: str) -> float | None:
@@ -222,8 +228,8 @@ def read_header(path: str | Path) -> dict[str, Any]:
 
 def _record(ds: Any, spath: str) -> dict[str, Any]:
     meta = getattr(ds, "file_meta", None)
-    meta_sop = str(meta.get("MediaStorageSOPClassUID", "")) if meta is not None else ""
-    transfer_syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    meta_sop = _str(meta, "MediaStorageSOPClassUID") if meta is not None else ""
+    transfer_syntax = _str(meta, "TransferSyntaxUID") if meta is not None else ""
     if not transfer_syntax:
         # pydicom records the syntax it actually used when the meta lacks it.
         implicit = getattr(ds, "is_implicit_VR", None)
@@ -240,7 +246,7 @@ def _record(ds: Any, spath: str) -> dict[str, Any]:
         "path": spath,
         "sop_class_uid": sop_class,
         "sop_instance_uid": _str(ds, "SOPInstanceUID")
-        or (str(meta.get("MediaStorageSOPInstanceUID", "")) if meta is not None else ""),
+        or (_str(meta, "MediaStorageSOPInstanceUID") if meta is not None else ""),
         "study_instance_uid": _str(ds, "StudyInstanceUID"),
         "series_instance_uid": _str(ds, "SeriesInstanceUID"),
         "patient_id": _str(ds, "PatientID"),
@@ -306,9 +312,10 @@ def read_header_safe(path: str | Path) -> HeaderOutcome:
     except DicomInputError as exc:
         if is_dicomdir_name(spath):
             return ("dicomdir", spath, "")
-        return ("error", spath, exc.reason)
+        return ("error", spath, exc.reason.translate(_CONTROL_TO_SPACE))
     except Exception as exc:  # last resort: one bad file never stops the index
-        return ("error", spath, f"unexpected {type(exc).__name__}: {exc}")
+        reason = f"unexpected {type(exc).__name__}: {exc}"
+        return ("error", spath, reason.translate(_CONTROL_TO_SPACE))
     if record["is_dicomdir"] or (is_dicomdir_name(spath) and not record["series_instance_uid"]):
         return ("dicomdir", spath, "")
     return ("ok", record)
