@@ -32,6 +32,7 @@ def write_csv_atomic(path: Path, columns: Sequence[str], rows: Iterable[dict[str
             writer.writeheader()
             for row in rows:
                 writer.writerow({c: _cell(row.get(c)) for c in columns})
+        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; tables are shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
