@@ -297,7 +297,7 @@ def _enhances_like_seed(
     barely enhances or the phase alignment is doubtful)."""
     from segmentation.registration import register_phases, resample_to
 
-    reg = register_phases(crop, unenhanced, seed, radius_mm=40.0)
+    reg = register_phases(crop, unenhanced, seed, radius_mm=25.0)
     if not reg.ok:
         return np.ones_like(candidate)
     pre = resample_to(unenhanced, crop, reg.transform).array.astype(np.float32)

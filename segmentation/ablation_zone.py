@@ -1,0 +1,245 @@
+"""Ablation zone and enhancing tissue at follow-up (CT or MR, contrast ± pre-contrast).
+
+The zone is the non-enhancing region at the treated site: the connected region around
+the centre whose post-contrast level matches the zone's (between the fat/zone and the
+zone/enhancing-tissue iso-levels; for MR, relative to the zone's own signal since MR
+intensities are arbitrary units) and, when the pre-contrast image is given, which does
+not enhance (CT < 20 HU, MR < 15 %). Its outline is completed with its convex hull
+(an enhancing nodule at the edge bites into it).
+
+Enhancing tissue: voxels inside the completed zone (or within 2 mm of it) that enhance
+(CT ≥ 20 HU over the aligned pre-contrast, MR ≥ 15 % signal increase; without a
+pre-contrast image, post-contrast level above the zone's by the same amounts), grouped
+in components; components thinner than ``min_nodule_radius_mm`` (e.g. a thin smooth
+peripheral rim, a known benign finding) are reported as rim, not as nodules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage as ndi
+
+from pipeline.image import Volume
+from segmentation._common import (
+    as_point_lps,
+    ball_structure,
+    fill_holes_3d_and_slices,
+    nearest_component,
+    paste_into,
+    point_index_kji,
+    require_inside,
+    smooth_mask,
+)
+
+__all__ = ["ZoneResult", "segment_ablation_zone", "ENHANCING_HU", "ENHANCING_PCT"]
+
+#: CT enhancement threshold (HU), Bosniak 2019 / ACR
+ENHANCING_HU = 20.0
+#: MR percent signal increase threshold (ACR)
+ENHANCING_PCT = 15.0
+
+
+@dataclass(frozen=True)
+class ZoneResult:
+    """Ablation zone and enhancing tissue on the post-contrast grid.
+
+    Attributes:
+        zone_mask: uint8 ablation zone including any enhancing component in or at its edge.
+        enhancing_mask: uint8 nodular/crescentic enhancing components (empty when none).
+        rim_mask: uint8 thin peripheral enhancement (benign when smooth), not nodular.
+        nodule_volumes_ml: volume of each enhancing component.
+        qc: warnings (e.g. no pre-contrast image: enhancement judged on post only).
+    """
+
+    zone_mask: Volume
+    enhancing_mask: Volume
+    rim_mask: Volume
+    nodule_volumes_ml: list[float] = field(default_factory=list)
+    qc: list[str] = field(default_factory=list)
+
+
+def segment_ablation_zone(
+    post: Volume,
+    pre: Volume | None,
+    approx_center_lps: Any,
+    *,
+    modality: Literal["CT", "MR"],
+    half_size_mm: float = 60.0,
+    min_nodule_radius_mm: float = 3.0,
+) -> ZoneResult:
+    """Segment the ablation zone near ``approx_center_lps`` and its enhancing components.
+
+    Args:
+        post: contrast-enhanced CT (HU) or T1 post-gadolinium MR.
+        pre: unenhanced CT / T1 pre-contrast MR of the same study (any grid), or None.
+        approx_center_lps: a point inside the zone (LPS mm), e.g. the registered ice-ball
+            centre.
+        modality: "CT" (HU thresholds) or "MR" (percent signal increase; never HU).
+        min_nodule_radius_mm: enhancing components that an opening of this radius
+            removes are thin (rim), not nodules.
+    """
+    if modality not in ("CT", "MR"):
+        raise ValueError(f"segment_ablation_zone: modality must be 'CT' or 'MR', got {modality!r}")
+    center = as_point_lps(approx_center_lps, "approx_center_lps")
+    require_inside(post, center, "segment_ablation_zone: approx_center_lps")
+    crop = post.crop_around_lps(center, half_size_mm)
+    spacing = crop.spacing_mm
+    sigma_vox = [0.8 / s if 0.8 / s >= 0.3 else 0.0 for s in spacing[::-1]]
+    smooth = np.asarray(ndi.gaussian_filter(crop.array.astype(np.float32), sigma_vox))
+    seed_kji = point_index_kji(crop, center)
+    qc: list[str] = []
+
+    enhancement = None  # HU (CT) or percent (MR)
+    if pre is not None:
+        # noise of a difference image is √2 × and spatially correlated: smooth more (σ 1.5 mm)
+        sigma_enh_vox = [1.5 / s for s in spacing[::-1]]
+        enhancement = _enhancement(crop, pre, center, modality, sigma_enh_vox, qc)
+    else:
+        qc.append("no pre-contrast image: enhancement judged on the post-contrast level only")
+
+    zone_level, low_level = _levels(smooth, seed_kji, spacing, modality)
+    if modality == "CT":
+        lo = 0.5 * (low_level + zone_level)
+        hi = zone_level + ENHANCING_HU
+    else:
+        lo = 0.75 * zone_level
+        hi = zone_level * (1.0 + ENHANCING_PCT / 100.0)
+    candidate = (smooth > lo) & (smooth < hi)
+    if enhancement is not None:
+        threshold = ENHANCING_HU if modality == "CT" else ENHANCING_PCT
+        candidate &= enhancement < threshold
+    opened = ndi.binary_opening(candidate, structure=ball_structure(spacing, 2.0))
+    core = nearest_component(opened, seed_kji, spacing, max_distance_mm=10.0)
+    if not core.any():
+        raise ValueError(
+            f"segment_ablation_zone: no non-enhancing tissue near "
+            f"{np.round(center, 1).tolist()} (LPS mm)"
+        )
+    core = core | (candidate & ndi.binary_dilation(core, structure=ball_structure(spacing, 2.5)))
+    core = fill_holes_3d_and_slices(smooth_mask(core, spacing, 1.0))
+    core = nearest_component(core, seed_kji, spacing, max_distance_mm=10.0)
+
+    if enhancement is not None:
+        # the zone itself does not enhance: its median difference is calibration and
+        # partial-volume bias (thick pre-contrast slices), measure relative to it
+        offset = float(np.median(enhancement[core]))
+        if abs(offset) > 0.25 * (ENHANCING_HU if modality == "CT" else ENHANCING_PCT):
+            qc.append(f"zone reads {offset:+.1f} {'HU' if modality == 'CT' else '%'} on the "
+                      "subtraction: enhancement measured relative to it")
+        enhancement = enhancement - offset
+    hull = _hull(core) & (smooth > lo)
+    if hull.sum() > 1.6 * core.sum():  # not a compact zone: do not trust the hull
+        hull = core
+        qc.append("ablation zone is not compact: convex completion skipped")
+
+    if enhancement is not None:
+        enhancing = enhancement >= (ENHANCING_HU if modality == "CT" else ENHANCING_PCT)
+    elif modality == "CT":
+        enhancing = smooth >= zone_level + ENHANCING_HU
+    else:
+        enhancing = smooth >= zone_level * (1.0 + ENHANCING_PCT / 100.0)
+    threshold = ENHANCING_HU if modality == "CT" else ENHANCING_PCT
+    level = enhancement if enhancement is not None else (
+        smooth - zone_level if modality == "CT" else 100.0 * (smooth / zone_level - 1.0))
+    inside = enhancing & hull & ~core & (smooth > lo)
+    nodular = ndi.binary_opening(inside, structure=ball_structure(spacing, min_nodule_radius_mm))
+    nodules = np.zeros_like(nodular)
+    labels, n = ndi.label(nodular, structure=np.ones((3, 3, 3), bool))
+    for i in range(1, n + 1):
+        comp = labels == i
+        comp_level = float(np.median(level[comp]))
+        # a nodule straddles the zone edge: grow it outwards over tissue enhancing like it
+        # (not like the much brighter parenchyma), at most 1.5 × its own thickness
+        alike = (level >= threshold) & (level < 1.5 * comp_level) & (smooth > lo) & ~core
+        reach = ball_structure(spacing, 1.0)
+        grown = comp
+        for _ in range(int(np.ceil(1.5 * min_nodule_radius_mm * 2))):
+            grown = grown | (ndi.binary_dilation(grown, structure=reach) & alike)
+        nodules |= grown | (inside & ndi.binary_dilation(comp, structure=ball_structure(
+            spacing, min_nodule_radius_mm + 0.5)))
+    rim = inside & ~nodules
+    zone = fill_holes_3d_and_slices(hull | (nodules & ndi.binary_dilation(
+        hull, structure=ball_structure(spacing, 1.5))))
+    labels, n = ndi.label(nodules, structure=np.ones((3, 3, 3), bool))
+    voxel_ml = crop.voxel_volume_mm3 / 1000.0
+    volumes = [float((labels == i).sum() * voxel_ml) for i in range(1, n + 1)]
+    return ZoneResult(
+        zone_mask=paste_into(post, crop, zone),
+        enhancing_mask=paste_into(post, crop, nodules),
+        rim_mask=paste_into(post, crop, rim),
+        nodule_volumes_ml=volumes,
+        qc=qc,
+    )
+
+
+# --------------------------------------------------------------------------- internals
+def _levels(
+    smooth: npt.NDArray[np.float32],
+    seed_kji: tuple[int, int, int],
+    spacing_mm: npt.NDArray[np.float64],
+    modality: str,
+) -> tuple[float, float]:
+    """(zone level, level of the dark surroundings: fat for CT) near the centre."""
+    kk, jj, ii = np.ogrid[: smooth.shape[0], : smooth.shape[1], : smooth.shape[2]]
+    dist = np.sqrt(((kk - seed_kji[0]) * spacing_mm[2]) ** 2
+                   + ((jj - seed_kji[1]) * spacing_mm[1]) ** 2
+                   + ((ii - seed_kji[2]) * spacing_mm[0]) ** 2)
+    ball = dist <= 8.0
+    values = smooth[ball]
+    weights = np.exp(-0.5 * (dist[ball] / 5.0) ** 2)
+    if modality == "CT":
+        fat_vals = smooth[(smooth > -200) & (smooth < -40)]
+        fat = float(np.median(fat_vals)) if fat_vals.size > 200 else -100.0
+        keep = values > fat + 60.0
+    else:
+        fat = float(np.percentile(smooth, 5))
+        keep = values > fat
+    if not keep.any():
+        raise ValueError("segment_ablation_zone: no soft tissue at the centre")
+    edges = np.linspace(float(values[keep].min()), float(values[keep].max()) + 1e-3, 41)
+    hist, edges = np.histogram(values[keep], bins=edges, weights=weights[keep])
+    hist = ndi.gaussian_filter1d(hist.astype(float), 1.0)
+    peak = int(np.argmax(hist))
+    return float(0.5 * (edges[peak] + edges[peak + 1])), fat
+
+
+def _enhancement(
+    crop: Volume,
+    pre: Volume,
+    center: npt.NDArray[np.float64],
+    modality: str,
+    sigma_vox: list[float],
+    qc: list[str],
+) -> npt.NDArray[np.float32]:
+    """Post − pre (HU) or 100·(post − pre)/pre (%) after a local phase alignment."""
+    from segmentation.registration import register_phases, resample_to
+
+    reg = register_phases(crop, pre, center, radius_mm=20.0)
+    qc.extend(reg.qc)
+    aligned = resample_to(pre, crop, reg.transform).array.astype(np.float32)
+    post_s = ndi.gaussian_filter(crop.array.astype(np.float32), sigma_vox)
+    pre_s = ndi.gaussian_filter(aligned, sigma_vox)
+    if modality == "CT":
+        return np.asarray(post_s - pre_s)
+    floor = max(float(np.percentile(pre_s, 50)) * 0.05, 1e-3)
+    return np.asarray(100.0 * (post_s - pre_s) / np.maximum(pre_s, floor))
+
+
+def _hull(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Convex hull of a 3-D mask (computed on its bounding box)."""
+    from skimage.morphology import convex_hull_image
+
+    idx = np.argwhere(mask)
+    if idx.shape[0] < 10:
+        return mask.copy()
+    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
+    if np.any(hi - lo < 2):
+        return mask.copy()
+    out = np.zeros_like(mask)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    out[box] = convex_hull_image(mask[box])
+    return out
