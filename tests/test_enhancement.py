@@ -228,3 +228,17 @@ def test_components_refuse_mr(geometry) -> None:
     pre, post = _ct(g, np.zeros(len(r)), seed=26, modality="MR")
     with pytest.raises(ModalityError):
         enhancing_components(pre, post, _mask(g, r <= ZONE_R))
+
+
+@pytest.mark.parametrize(
+    ("delta", "expected"),
+    [(20, "yes"), (19, "equivocal"), (10, "equivocal"), (9, "no"), (-5, "no")],
+)
+def test_ct_threshold_boundaries_are_inclusive(geometry, delta: int, expected: str) -> None:
+    """Noise-free ΔHU exactly at the thresholds: ≥ 20 enhancing, 10–19 equivocal, < 10 no."""
+    g, _pts, r = geometry
+    lesion = r <= 6.0
+    pre, post = _ct(g, np.where(lesion, float(delta), 0.0), seed=0, noise=0.0)
+    res = ct_enhancement(pre, post, _mask(g, lesion))
+    assert res.delta_hu == float(delta)
+    assert res.classification == expected
