@@ -185,3 +185,19 @@ def test_archive_is_indexed_by_the_pipeline(archive):
     volumes = {s["series_instance_uid"] for st in truth["patients"][0]["studies"]
                for s in st["series"] if s["kind"] == "volume"}
     assert volumes <= listed
+
+
+@pytest.mark.slow
+def test_full_resolution_patient(tmp_path):
+    summary = synthesize(tmp_path / "full", patients=1, seed=11, scenarios=["clean_success"],
+                         small=False)
+    truth = json.loads((tmp_path / "full" / "truth.json").read_text())
+    volumes = [s for st in truth["patients"][0]["studies"] for s in st["series"]
+               if s["kind"] == "volume" and s["modality"] == "CT"]
+    for s in volumes:
+        assert s["shape_kji"][1:] == [512, 512]
+        assert 0.68 <= s["spacing_mm"][0] <= 0.85
+        z_extent = s["spacing_mm"][2] * (s["shape_kji"][0] - 1)
+        assert 150 <= z_extent <= 300
+    assert summary.n_files > 800
+    print(summary.describe())
