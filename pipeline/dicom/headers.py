@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import struct
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -93,47 +94,85 @@ def decoder_available(transfer_syntax_uid: str) -> bool:
 _CONTROL_TO_SPACE = {c: " " for c in range(32)}
 
 
-def _str(ds: Any, keyword: str) -> str:
-    value = ds.get(keyword)
+_TAG_OF = {k: Tag(k) for k in (*HEADER_KEYWORDS, "MediaStorageSOPClassUID",
+                                 "MediaStorageSOPInstanceUID", "TransferSyntaxUID")}
+_US = struct.Struct("<H"), struct.Struct(">H")
+
+
+def _value(ds: Any, keyword: str) -> Any:
+    """The element's value without pydicom's conversion when it is still raw (bytes):
+    converting every value through pydicom's hooks costs more than parsing the file."""
+    tag = _TAG_OF.get(keyword)
+    if tag is None or tag not in ds:
+        return None
+    return ds.get_item(tag).value
+
+
+def _text(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, pydicom.multival.MultiValue):
-        text = "\\".join(str(v).strip() for v in value)
-    else:
-        text = str(value)
-    return text.translate(_CONTROL_TO_SPACE).strip()
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            text = value.decode("latin-1")
+        return "\\".join(v.strip() for v in text.split("\\"))
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        return "\\".join(str(v).strip() for v in value)
+    return str(value)
+
+
+def _str(ds: Any, keyword: str) -> str:
+    return _text(_value(ds, keyword)).translate(_CONTROL_TO_SPACE).strip()
+
+
+def _numbers(value: Any) -> list[float] | None:
+    """DS/IS values (raw text or converted) as floats; None when unparsable."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, (bytes, bytearray, str)):
+            parts = _text(value).translate(_CONTROL_TO_SPACE).split("\\")
+            if parts == [""]:
+                return None
+            out = [float(v) for v in parts]
+        elif isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+            out = [float(v) for v in value]
+        else:
+            out = [float(value)]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return out if out and all(math.isfinite(v) for v in out) else None
 
 
 def _float(ds: Any, keyword: str) -> float | None:
-    try:
-        value = ds.get(keyword)
-        if value is None or value == "":
-            return None
-        if isinstance(value, pydicom.multival.MultiValue):
-            value = value[0]
-        out = float(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    return out if math.isfinite(out) else None
+    values = _numbers(_value(ds, keyword))
+    return values[0] if values else None
 
 
 def _int(ds: Any, keyword: str) -> int | None:
     value = _float(ds, keyword)
-    return None if value is None else round(value)
+    if value is None or abs(value) > 2**62:
+        return None
+    return round(value)
+
+
+def _us(ds: Any, keyword: str, little: bool) -> int | None:
+    """An unsigned short (Rows, Columns, ...), raw or converted."""
+    value = _value(ds, keyword)
+    if isinstance(value, (bytes, bytearray)):
+        return _US[0 if little else 1].unpack_from(value)[0] if len(value) >= 2 else None
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        value = value[0] if len(value) else None
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _floats(value: Any, n: int) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    try:
-        multi = isinstance(value, (list, tuple, pydicom.multival.MultiValue))
-        seq = list(value) if multi else [value]
-        out = tuple(float(v) for v in seq)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if len(out) != n or not all(math.isfinite(v) for v in out):
-        return None
-    return out
+    out = _numbers(value)
+    return tuple(out) if out is not None and len(out) == n else None
 
 
 def _first_item(ds: Any, keyword: str) -> Any:
@@ -241,7 +280,8 @@ def _record(ds: Any, spath: str) -> dict[str, Any]:
             )
     sop_class = _str(ds, "SOPClassUID") or meta_sop
     image_type = _str(ds, "ImageType").upper()
-    spacing = _floats(ds.get("PixelSpacing"), 2)
+    spacing = _floats(_value(ds, "PixelSpacing"), 2)
+    little = transfer_syntax != "1.2.840.10008.1.2.2"
     record: dict[str, Any] = {
         "path": spath,
         "sop_class_uid": sop_class,
@@ -260,14 +300,14 @@ def _record(ds: Any, spath: str) -> dict[str, Any]:
         "protocol_name": _str(ds, "ProtocolName"),
         "modality": _str(ds, "Modality").upper(),
         "image_type": image_type,
-        "rows": _int(ds, "Rows"),
-        "columns": _int(ds, "Columns"),
+        "rows": _us(ds, "Rows", little),
+        "columns": _us(ds, "Columns", little),
         "pixel_spacing_row_mm": spacing[0] if spacing else None,
         "pixel_spacing_col_mm": spacing[1] if spacing else None,
         "slice_thickness_mm": _float(ds, "SliceThickness"),
         "spacing_between_slices_mm": _float(ds, "SpacingBetweenSlices"),
-        "iop": _floats(ds.get("ImageOrientationPatient"), 6),
-        "ipp": _floats(ds.get("ImagePositionPatient"), 3),
+        "iop": _floats(_value(ds, "ImageOrientationPatient"), 6),
+        "ipp": _floats(_value(ds, "ImagePositionPatient"), 3),
         "patient_position": _str(ds, "PatientPosition").upper(),
         "contrast_agent": _str(ds, "ContrastBolusAgent"),
         "contrast_start_time": _str(ds, "ContrastBolusStartTime"),
@@ -287,8 +327,8 @@ def _record(ds: Any, spath: str) -> dict[str, Any]:
         "scanning_sequence": _str(ds, "ScanningSequence"),
         "rescale_slope": _float(ds, "RescaleSlope"),
         "rescale_intercept": _float(ds, "RescaleIntercept"),
-        "bits_allocated": _int(ds, "BitsAllocated"),
-        "samples_per_pixel": _int(ds, "SamplesPerPixel"),
+        "bits_allocated": _us(ds, "BitsAllocated", little),
+        "samples_per_pixel": _us(ds, "SamplesPerPixel", little),
         "photometric": _str(ds, "PhotometricInterpretation"),
         "gantry_tilt_deg": _float(ds, "GantryDetectorTilt"),
         "convolution_kernel": _str(ds, "ConvolutionKernel"),
