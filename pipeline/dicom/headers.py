@@ -102,10 +102,11 @@ _US = struct.Struct("<H"), struct.Struct(">H")
 def _value(ds: Any, keyword: str) -> Any:
     """The element's value without pydicom's conversion when it is still raw (bytes):
     converting every value through pydicom's hooks costs more than parsing the file."""
-    tag = _TAG_OF.get(keyword)
-    if tag is None or tag not in ds:
+    try:
+        elem = ds.get_item(_TAG_OF[keyword])
+    except KeyError:
         return None
-    return ds.get_item(tag).value
+    return None if elem is None else elem.value
 
 
 def _text(value: Any) -> str:
