@@ -237,3 +237,16 @@ def test_min_slices_and_bad_arguments(archive, tmp_path: Path) -> None:
         build_index(archive[0], tmp_path, workers=0, content_check=False)
     with pytest.raises(FileNotFoundError, match="archive not found"):
         build_index(tmp_path / "nope", tmp_path, workers=1, content_check=False)
+
+
+def test_cli_index(archive, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["index", str(archive[0]), "--out", str(out), "--workers", "1",
+                 "--no-content-check"]) == 0
+    text = capsys.readouterr().out
+    assert "usable" in text and "NOT USED: localizer/scout" in text
+    series = pd.read_csv(out / "series.csv")
+    thin = series[series.series_key == uid("series", "thin")].iloc[0]
+    assert thin.phase == "non_contrast"  # headers only: the description wins

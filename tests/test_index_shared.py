@@ -93,3 +93,12 @@ def test_real_abdominal_ct_phase_from_content() -> None:
     assert (row["contrast"], row["phase"]) == ("enhanced", "nephrographic")
     assert row["contrast_basis"].startswith("header+content agree")
     assert 130 <= row["aorta_hu"] <= 200
+
+
+def test_enhanced_multiframe_geometry_from_functional_groups() -> None:
+    ix = index_archive(shared_data("pydicom/data_store/data_store/data/eCT_Supplemental.dcm"),
+                       content_check=False, min_slices=2)
+    (row,) = ix.series
+    assert row["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT
+    assert (row["n_instances"], row["n_slices"], row["orientation"]) == (1, 2, "axial")
+    assert row["usable"], row["reason"]
