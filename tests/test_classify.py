@@ -158,3 +158,12 @@ def test_localizer_and_projection_and_dose_text() -> None:
     assert "derived projection" in mip["reason"]
     (dose,) = _describe(_records(12, series_description="Patient Protocol"))
     assert "dose report page" in dose["reason"]
+
+
+def test_three_plane_scout_without_localizer_image_type() -> None:
+    recs = (_records(1, iop=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0))
+            + _records(1, iop=(1.0, 0.0, 0.0, 0.0, 0.0, -1.0))
+            + _records(1, iop=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0)))
+    rows = _describe(recs)
+    assert sorted(r["orientation"] for r in rows) == ["axial", "coronal", "sagittal"]
+    assert all("localizer/scout" in r["reason"] for r in rows)

@@ -9,8 +9,9 @@ study (derived reformats, ``preferred`` reconstruction).
 
 - non-image or non-volume SOP classes (SR incl. dose reports, PR, KO, SEG, RT, waveforms,
   PDFs, ...), secondary captures, modalities other than CT/MR;
-- localizers/scouts: ImageType LOCALIZER or a description naming a scout/topogram/
-  localizer/surview;
+- localizers/scouts: ImageType LOCALIZER, a description naming a scout/topogram/
+  localizer/surview, or ≤ 3 slices split off a UID that mixes orientations (3-plane
+  scout);
 - dose pages: "dose" / "patient protocol" in the description;
 - derived projections (ImageType MIP/MINIP/VRT/PROJECTION IMAGE or such a description);
 - derived reformats (ImageType DERIVED/SECONDARY with REFORMATTED/MPR, or a derived
@@ -228,7 +229,8 @@ def describe_series(group: SeriesGroup, *, min_slices: int = DEFAULT_MIN_SLICES
         reasons.append(sop_reason)
     elif row["modality"] not in ("CT", "MR"):
         reasons.append(f"modality {row['modality'] or '(none)'}: only CT and MR are used")
-    if "LOCALIZER" in tokens or _LOCALIZER_TEXT.search(text):
+    orthogonal_scout = "mixed orientations" in group.split_note and len(recs) <= 3
+    if "LOCALIZER" in tokens or _LOCALIZER_TEXT.search(text) or orthogonal_scout:
         reasons.append("localizer/scout")
     if _DOSE_TEXT.search(text) and "dose" not in " ".join(reasons):
         reasons.append("dose report page")
