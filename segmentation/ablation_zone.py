@@ -28,7 +28,6 @@ from segmentation._common import (
     as_point_lps,
     ball_structure,
     fill_holes_3d_and_slices,
-    nearest_component,
     paste_into,
     point_index_kji,
     require_inside,
@@ -101,38 +100,39 @@ def segment_ablation_zone(
     else:
         qc.append("no pre-contrast image: enhancement judged on the post-contrast level only")
 
-    zone_level, low_level = _levels(smooth, seed_kji, spacing, modality)
+    raw_threshold = ENHANCING_HU if modality == "CT" else ENHANCING_PCT
+    enhancing_raw = None if enhancement is None else enhancement >= raw_threshold
+    zone_level, low_level = _levels(smooth, seed_kji, spacing, modality, enhancing_raw)
     if modality == "CT":
         lo = 0.5 * (low_level + zone_level)
         hi = zone_level + ENHANCING_HU
     else:
         lo = 0.75 * zone_level
         hi = zone_level * (1.0 + ENHANCING_PCT / 100.0)
-    candidate = (smooth > lo) & (smooth < hi)
+    threshold = ENHANCING_HU if modality == "CT" else ENHANCING_PCT
+    # strict core (uncorrected enhancement): where nodules are searched from
+    strict = _zone_core(smooth, enhancement, lo, hi, threshold, seed_kji, spacing)
     if enhancement is not None:
-        threshold = ENHANCING_HU if modality == "CT" else ENHANCING_PCT
-        candidate &= enhancement < threshold
-    opened = ndi.binary_opening(candidate, structure=ball_structure(spacing, 2.0))
-    core = nearest_component(opened, seed_kji, spacing, max_distance_mm=10.0)
+        # the zone itself does not enhance: its median difference is calibration and
+        # partial-volume bias (thick pre-contrast slices); measure relative to it, taking
+        # it from the interior of a first, lenient core
+        first = _zone_core(smooth, enhancement, lo, hi, 2.0 * threshold, seed_kji, spacing)
+        inner = ndi.binary_erosion(first, structure=ball_structure(spacing, 2.0))
+        pool = inner if inner.sum() > 50 else first
+        offset = float(np.median(enhancement[pool])) if pool.any() else 0.0
+        if abs(offset) > 0.25 * threshold:
+            qc.append(f"zone reads {offset:+.1f} {'HU' if modality == 'CT' else '%'} on the "
+                      "subtraction: enhancement measured relative to it")
+        enhancement = enhancement - offset
+    core = _zone_core(smooth, enhancement, lo, hi, threshold, seed_kji, spacing)
     if not core.any():
         raise ValueError(
             f"segment_ablation_zone: no non-enhancing tissue near "
             f"{np.round(center, 1).tolist()} (LPS mm)"
         )
-    core = core | (candidate & ndi.binary_dilation(core, structure=ball_structure(spacing, 2.5)))
-    core = fill_holes_3d_and_slices(smooth_mask(core, spacing, 1.0))
-    core = nearest_component(core, seed_kji, spacing, max_distance_mm=10.0)
-
-    if enhancement is not None:
-        # the zone itself does not enhance: its median difference is calibration and
-        # partial-volume bias (thick pre-contrast slices), measure relative to it
-        offset = float(np.median(enhancement[core]))
-        if abs(offset) > 0.25 * (ENHANCING_HU if modality == "CT" else ENHANCING_PCT):
-            qc.append(f"zone reads {offset:+.1f} {'HU' if modality == 'CT' else '%'} on the "
-                      "subtraction: enhancement measured relative to it")
-        enhancement = enhancement - offset
+    centre_enhances = bool(enhancing_raw is not None and enhancing_raw[seed_kji])
     hull = _hull(core) & (smooth > lo)
-    if hull.sum() > 1.6 * core.sum():  # not a compact zone: do not trust the hull
+    if hull.sum() > (3.0 if centre_enhances else 2.5) * core.sum():  # not compact
         hull = core
         qc.append("ablation zone is not compact: convex completion skipped")
 
@@ -145,20 +145,32 @@ def segment_ablation_zone(
     threshold = ENHANCING_HU if modality == "CT" else ENHANCING_PCT
     level = enhancement if enhancement is not None else (
         smooth - zone_level if modality == "CT" else 100.0 * (smooth / zone_level - 1.0))
-    inside = enhancing & hull & ~core & (smooth > lo)
+    # enhancing tissue inside the completed strict core (a nodule bites into the zone)
+    strict_hull = _hull(strict) & (smooth > lo) if strict.any() else hull
+    if strict_hull.sum() > 3.0 * max(int(strict.sum()), 1):
+        strict_hull = hull
+    envelope = ndi.binary_dilation(strict_hull, structure=ball_structure(spacing, 1.5))
+    inside = enhancing & envelope & ~strict & (smooth > lo)
     nodular = ndi.binary_opening(inside, structure=ball_structure(spacing, min_nodule_radius_mm))
     nodules = np.zeros_like(nodular)
     labels, n = ndi.label(nodular, structure=np.ones((3, 3, 3), bool))
+    # normal parenchyma: the brightest enhancing tissue of the crop
+    parenchyma_level = float(np.percentile(level[enhancing & (smooth > lo)], 90)) if (
+        enhancing & (smooth > lo)).any() else np.inf
+    min_voxels = (4.0 / 3.0 * np.pi * min_nodule_radius_mm**3) / crop.voxel_volume_mm3
     for i in range(1, n + 1):
         comp = labels == i
         comp_level = float(np.median(level[comp]))
+        if comp.sum() < min_voxels or comp_level > 0.8 * parenchyma_level:
+            continue  # a speck, or a sliver of normal parenchyma inside the envelope
         # a nodule straddles the zone edge: grow it outwards over tissue enhancing like it
         # (not like the much brighter parenchyma), at most 1.5 × its own thickness
-        alike = (level >= threshold) & (level < 1.5 * comp_level) & (smooth > lo) & ~core
-        reach = ball_structure(spacing, 1.0)
-        grown = comp
-        for _ in range(int(np.ceil(1.5 * min_nodule_radius_mm * 2))):
-            grown = grown | (ndi.binary_dilation(grown, structure=reach) & alike)
+        alike = (level >= threshold) & (level < 1.5 * comp_level) & (smooth > lo) & ~strict
+        thickness_mm = float(ndi.distance_transform_edt(comp, sampling=spacing[::-1]).max())
+        within = ndi.distance_transform_edt(~comp, sampling=spacing[::-1]) <= min(
+            2.0 * thickness_mm, 15.0)
+        grown_labels, _ = ndi.label((alike & within) | comp, structure=np.ones((3, 3, 3), bool))
+        grown = np.isin(grown_labels, np.unique(grown_labels[comp]))
         nodules |= grown | (inside & ndi.binary_dilation(comp, structure=ball_structure(
             spacing, min_nodule_radius_mm + 0.5)))
     rim = inside & ~nodules
@@ -182,13 +194,16 @@ def _levels(
     seed_kji: tuple[int, int, int],
     spacing_mm: npt.NDArray[np.float64],
     modality: str,
+    enhancing: npt.NDArray[np.bool_] | None,
 ) -> tuple[float, float]:
-    """(zone level, level of the dark surroundings: fat for CT) near the centre."""
-    kk, jj, ii = np.ogrid[: smooth.shape[0], : smooth.shape[1], : smooth.shape[2]]
-    dist = np.sqrt(((kk - seed_kji[0]) * spacing_mm[2]) ** 2
-                   + ((jj - seed_kji[1]) * spacing_mm[1]) ** 2
-                   + ((ii - seed_kji[2]) * spacing_mm[0]) ** 2)
+    """(zone level, level of the dark surroundings: fat for CT) near the centre, from
+    non-enhancing voxels when the enhancement is known."""
+    dist = _distance_mm(smooth.shape, seed_kji, spacing_mm)
     ball = dist <= 8.0
+    if enhancing is not None and (ball & ~enhancing).sum() > 50:
+        ball &= ~enhancing
+    elif enhancing is not None:
+        ball = (dist <= 15.0) & ~enhancing
     values = smooth[ball]
     weights = np.exp(-0.5 * (dist[ball] / 5.0) ** 2)
     if modality == "CT":
@@ -205,6 +220,40 @@ def _levels(
     hist = ndi.gaussian_filter1d(hist.astype(float), 1.0)
     peak = int(np.argmax(hist))
     return float(0.5 * (edges[peak] + edges[peak + 1])), fat
+
+
+def _zone_core(
+    smooth: npt.NDArray[np.float32],
+    enhancement: npt.NDArray[np.float32] | None,
+    lo: float,
+    hi: float,
+    threshold: float,
+    seed_kji: tuple[int, int, int],
+    spacing_mm: npt.NDArray[np.float64],
+) -> npt.NDArray[np.bool_]:
+    """Non-enhancing zone-level tissue: every piece reaching within 10 mm of the centre
+    (a nodule may sit on the centre with the zone wrapped around it), cleaned."""
+    candidate = (smooth > lo) & (smooth < hi)
+    if enhancement is not None:
+        candidate &= enhancement < threshold
+    opened = ndi.binary_opening(candidate, structure=ball_structure(spacing_mm, 2.0))
+    labels, _ = ndi.label(opened, structure=np.ones((3, 3, 3), bool))
+    near = _distance_mm(smooth.shape, seed_kji, spacing_mm) <= 10.0
+    core = np.isin(labels, np.unique(labels[near & opened]))
+    if not core.any():
+        return core
+    core = core | (candidate & ndi.binary_dilation(core, structure=ball_structure(
+        spacing_mm, 2.5)))
+    return fill_holes_3d_and_slices(smooth_mask(core, spacing_mm, 1.0))
+
+
+def _distance_mm(
+    shape: tuple[int, ...], seed_kji: tuple[int, int, int], spacing_mm: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    kk, jj, ii = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    return np.sqrt(((kk - seed_kji[0]) * spacing_mm[2]) ** 2
+                   + ((jj - seed_kji[1]) * spacing_mm[1]) ** 2
+                   + ((ii - seed_kji[2]) * spacing_mm[0]) ** 2)
 
 
 def _enhancement(
