@@ -131,7 +131,7 @@ def _eroded_mean(plan, key, what, erode_mm):
     parts = placed_lesion(plan, key, what)
     inner = Union(tuple(p.inflated(-erode_mm) for p in parts))
     m = render_mask(inner, series.grid, place=np.eye(4))
-    assert m.sum() >= 8, (key, what, int(m.sum()))
+    assert m.sum() >= 4, (key, what, int(m.sum()))
     return float(img.array[m].mean())
 
 
@@ -176,13 +176,30 @@ def test_intraprocedural_prone_ice_ball_and_probes():
 
 def test_residual_nodule_enhances_and_zone_does_not():
     plan = make_patient("residual_3mo", seed=0, small=True)
-    nod_post = _eroded_mean(plan, "fu1/ct_nephrographic", "nodule", 1.0)
-    nod_pre = _eroded_mean(plan, "fu1/ct_unenhanced", "nodule", 1.0)
-    assert nod_post - nod_pre > 30
-    zone_post = _eroded_mean(plan, "fu1/ct_nephrographic", "zone", 6.0)
-    zone_pre = _eroded_mean(plan, "fu1/ct_unenhanced", "zone", 6.0)
-    assert abs(zone_post - zone_pre) < 12
-    assert 10 < zone_pre < 50
+    # noise-free, 0.5 mm around the nodule: exact tissue values
+    study, series = plan.find_series("fu1/ct_nephrographic")
+    nodule = placed_lesion(plan, "fu1/ct_nephrographic", "nodule")[0]
+    grid = _local_grid(nodule.center_mm, half_mm=25.0, spacing_mm=0.5, slices=21,
+                       thickness_mm=0.5)
+    layers = series_layers(plan, study, series)
+    phases = {ph: render_layers(layers, grid, body_to_lps=study.body_to_lps,
+                                mobile_shift_mm=series.mobile_shift_mm, phase=ph,
+                                background=-1000) for ph in ("unenhanced", "nephrographic")}
+    inner = Union((nodule.inflated(-1.0),))
+    zone = Difference(Union(tuple(p.inflated(-1.0) for p in placed_lesion(
+        plan, "fu1/ct_nephrographic", "zone"))), Union((nodule.inflated(1.0),)))
+    eye = np.eye(4)
+    nodule_rise = (_mean_in(phases["nephrographic"], inner, grid, eye)
+                   - _mean_in(phases["unenhanced"], inner, grid, eye))
+    zone_rise = (_mean_in(phases["nephrographic"], zone, grid, eye)
+                 - _mean_in(phases["unenhanced"], zone, grid, eye))
+    truth = patient_truth(plan)["lesions"][0]["timepoints"][2]
+    assert nodule_rise == pytest.approx(truth["enhancement_hu"], abs=0.5)
+    assert zone_rise == pytest.approx(truth["zone_enhancement_hu"], abs=0.5)
+    # and in the noisy, coarse rendered series the nodule still stands out
+    post = _eroded_mean(plan, "fu1/ct_nephrographic", "nodule", 0.0)
+    pre = _eroded_mean(plan, "fu1/ct_unenhanced", "nodule", 0.0)
+    assert post - pre > 15
 
 
 def test_mr_followup_relative_enhancement():

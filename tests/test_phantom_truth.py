@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fixtures import measure
-from fixtures.phantom import make_patient
+from fixtures.phantom import make_patient, placed_lesion
 from fixtures.scenarios import SCENARIOS
 from fixtures.shapes import Ellipsoid, rotation_matrix
 from fixtures.truth import patient_truth
@@ -154,7 +154,12 @@ def test_scenario_outcome_flags(name):
         for flag, value in _EXPECTED[name].items():
             assert outcome[flag] is value, (name, lesion["lesion_id"], flag, outcome)
         assert outcome["success"] is (outcome["no_enhancement"] and outcome["size_decrease"])
-        designed = plan.lesions[int(lesion["lesion_id"][1:]) - 1].spec.margin_mm
+        n = int(lesion["lesion_id"][1:]) - 1
+        seed_key = next(s["key"] for st in truth["studies"] for s in st["series"]
+                        if s["series_instance_uid"] == lesion["seed_series_uid"])
+        tumour_lps = placed_lesion(plan, seed_key, "tumour", n)
+        assert measure.inside_any(tumour_lps, np.asarray(lesion["seed_lps"]))[0]
+        designed = plan.lesions[n].spec.margin_mm
         assert outcome["min_margin_mm"] == pytest.approx(designed, abs=0.15)
         assert (outcome["tumour_coverage_pct"] < 100.0) is (designed < 0)
     if name == "benign_rim":
