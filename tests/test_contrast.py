@@ -99,7 +99,8 @@ _PHANTOM_PHASES = [("unenhanced", "non_contrast"), ("corticomedullary", "arteria
 
 
 def _content_slices(vol, n: int) -> list:
-    idx = sorted({min(n - 1, int(f * n)) for f in (0.25, 0.375, 0.5, 0.625, 0.75)})
+    """The slices the index reads, in its order (central first)."""
+    idx = dict.fromkeys(min(n - 1, int(f * n)) for f in (0.5, 0.375, 0.625, 0.25, 0.75))
     return [(vol.array[k], (2.0, 2.0), AXIAL) for k in idx]
 
 

@@ -75,7 +75,7 @@ INSTANCE_COLUMNS = (
     "instance_number", "acquisition_number", "position_mm", "ipp_x_mm", "ipp_y_mm",
     "ipp_z_mm", "number_of_frames", "rows", "columns", "transfer_syntax",
 )
-_CONTENT_FRACTIONS = (0.25, 0.375, 0.5, 0.625, 0.75)
+_CONTENT_FRACTIONS = (0.5, 0.375, 0.625, 0.25, 0.75)  # central first: reading may stop
 
 
 @dataclass
@@ -242,16 +242,18 @@ def _read_hu(path: str) -> np.ndarray:
 def _content_task(job: tuple[str, list[str], tuple[float, float], tuple[float, ...]]
                   ) -> tuple[str, ContentMeasure]:
     key, paths, spacing, iop = job
-    slices = []
-    try:
+
+    def slices() -> Any:  # decoded lazily: measure_ct_content may stop early
         for p in paths:
             hu = _read_hu(p)
             if hu.ndim == 2:
-                slices.append((hu, spacing, iop))
-    except Exception as exc:  # a slice that does not decode: header call stands
-        return key, ContentMeasure(None, False, 0,
-                                   f"content not measurable: pixel decode failed ({exc})")
-    return key, measure_ct_content(slices)
+                yield hu, spacing, iop
+
+    try:
+        return key, measure_ct_content(slices())
+    except Exception as exc:  # a slice that does not decode: the header call stands
+        return key, ContentMeasure(None, False, 0, "content not measurable: "
+                                   f"{type(exc).__name__}: {exc}")
 
 
 def _content_chunk(jobs: list[Any]) -> list[tuple[str, ContentMeasure]]:
@@ -267,7 +269,8 @@ def _content_jobs(rows: list[dict[str, Any]], groups: dict[str, SeriesGroup]) ->
         if len(group.records) < 3:
             continue  # multi-frame objects: header call only
         members = _sorted_members(group)
-        idx = sorted({min(len(members) - 1, int(f * len(members))) for f in _CONTENT_FRACTIONS})
+        idx = list(dict.fromkeys(min(len(members) - 1, int(f * len(members)))
+                                 for f in _CONTENT_FRACTIONS))
         first = members[0][0]
         spacing = (first["pixel_spacing_row_mm"], first["pixel_spacing_col_mm"])
         jobs.append((row["series_key"], [members[i][0]["path"] for i in idx], spacing,
