@@ -151,3 +151,19 @@ def dice(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
     if denom == 0:
         return 1.0
     return float(2.0 * np.logical_and(a, b).sum() / denom)
+
+
+def convex_hull_mask(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Convex hull of a 3-D mask (computed on its bounding box)."""
+    from skimage.morphology import convex_hull_image
+
+    idx = np.argwhere(mask)
+    if idx.shape[0] < 10:
+        return mask.copy()
+    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
+    if np.any(hi - lo < 2):
+        return mask.copy()
+    out = np.zeros_like(mask)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    out[box] = convex_hull_image(mask[box])
+    return out

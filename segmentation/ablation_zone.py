@@ -27,6 +27,7 @@ from pipeline.image import Volume
 from segmentation._common import (
     as_point_lps,
     ball_structure,
+    convex_hull_mask,
     fill_holes_3d_and_slices,
     paste_into,
     point_index_kji,
@@ -131,7 +132,7 @@ def segment_ablation_zone(
             f"{np.round(center, 1).tolist()} (LPS mm)"
         )
     centre_enhances = bool(enhancing_raw is not None and enhancing_raw[seed_kji])
-    hull = _hull(core) & (smooth > lo)
+    hull = convex_hull_mask(core) & (smooth > lo)
     if hull.sum() > (3.0 if centre_enhances else 2.5) * core.sum():  # not compact
         hull = core
         qc.append("ablation zone is not compact: convex completion skipped")
@@ -146,7 +147,7 @@ def segment_ablation_zone(
     level = enhancement if enhancement is not None else (
         smooth - zone_level if modality == "CT" else 100.0 * (smooth / zone_level - 1.0))
     # enhancing tissue inside the completed strict core (a nodule bites into the zone)
-    strict_hull = _hull(strict) & (smooth > lo) if strict.any() else hull
+    strict_hull = convex_hull_mask(strict) & (smooth > lo) if strict.any() else hull
     if strict_hull.sum() > 3.0 * max(int(strict.sum()), 1):
         strict_hull = hull
     envelope = ndi.binary_dilation(strict_hull, structure=ball_structure(spacing, 1.5))
@@ -276,19 +277,3 @@ def _enhancement(
         return np.asarray(post_s - pre_s)
     floor = max(float(np.percentile(pre_s, 50)) * 0.05, 1e-3)
     return np.asarray(100.0 * (post_s - pre_s) / np.maximum(pre_s, floor))
-
-
-def _hull(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    """Convex hull of a 3-D mask (computed on its bounding box)."""
-    from skimage.morphology import convex_hull_image
-
-    idx = np.argwhere(mask)
-    if idx.shape[0] < 10:
-        return mask.copy()
-    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
-    if np.any(hi - lo < 2):
-        return mask.copy()
-    out = np.zeros_like(mask)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    out[box] = convex_hull_image(mask[box])
-    return out

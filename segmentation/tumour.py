@@ -29,6 +29,7 @@ from pipeline.image import Volume, check_same_grid
 from segmentation._common import (
     as_point_lps,
     ball_structure,
+    convex_hull_mask,
     fill_holes_3d_and_slices,
     nearest_component,
     paste_into,
@@ -112,7 +113,7 @@ def segment_tumour(
     if convex_fill:
         # bright (textured) tumour lobes against parenchyma fall above ``hi``: restore them
         # through the convex hull when what it adds looks like tumour, not parenchyma
-        hull = _hull(region) & (smooth > lo)
+        hull = convex_hull_mask(region) & (smooth > lo)
         added = hull & ~region
         if added.sum() <= 0.5 * region.sum() and (
             not added.any() or np.median(smooth[added]) < tumour_hu + 2.0 * spread_hu
@@ -209,22 +210,6 @@ def _touches_border(mask: npt.NDArray[np.bool_]) -> bool:
         mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any()
         or mask[:, :, 0].any() or mask[:, :, -1].any()
     )
-
-
-def _hull(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    """Convex hull of a 3-D mask (computed on its bounding box)."""
-    from skimage.morphology import convex_hull_image
-
-    out = np.zeros_like(mask)
-    idx = np.argwhere(mask)
-    if idx.shape[0] < 10:
-        return mask.copy()
-    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
-    if np.any(hi - lo < 2):
-        return mask.copy()
-    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    out[box] = convex_hull_image(mask[box])
-    return out
 
 
 def _enclosed_core(
