@@ -13,7 +13,7 @@ import pydicom
 import pytest
 
 from fixtures.phantom import lesion_mask, make_patient, render_series
-from fixtures.synth import MANIFEST_COLUMNS, synthesize
+from fixtures.synth import MANIFEST_COLUMNS, SCENARIOS, synthesize
 from pipeline.cli import main
 
 _ARGS = dict(patients=1, seed=5, scenarios=["sphere"], small=True)
@@ -201,3 +201,10 @@ def test_full_resolution_patient(tmp_path):
         assert 150 <= z_extent <= 300
     assert summary.n_files > 800
     print(summary.describe())
+
+
+def test_cli_lists_every_scenario(capsys):
+    assert main(["synth", "unused", "--list-scenarios"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(SCENARIOS)
+    assert all(len(line.split()) > 3 for line in lines)  # each has a description
