@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                    default=Path(tempfile.gettempdir()) / "cryotrack_bench_archive")
     p.add_argument("--series", type=int, default=40)
     p.add_argument("--slices", type=int, default=100)
-    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
 

@@ -15,6 +15,27 @@ axial CT, confirm contrast phase from a few decoded slices (:mod:`pipeline.dicom
 A DICOMDIR (by SOP class or file name) is the media directory, not an image: it is
 skipped, counted in the summary, and listed neither as a series nor as an error. Every
 other file ends up either in exactly one series or in ``errors.csv``.
+
+``series.csv`` columns (one row per series; booleans ``true``/``false``):
+
+- identity: ``patient_id, study_instance_uid, study_date, series_instance_uid,
+  series_key`` (= the UID, or ``UID_2``... for the parts of a split UID, or
+  ``nouid-<hash>`` when the UID is blank; see :mod:`pipeline.dicom.grouping`),
+  ``series_number, series_description, modality, sop_class_uid``;
+- geometry: ``n_instances`` (files), ``n_slices`` (frames), ``rows, columns``,
+  ``pixel_spacing_mm`` ("row\\column"), ``slice_thickness_mm`` (tag),
+  ``slice_spacing_mm`` (median step between sorted slice positions), ``orientation``
+  (axial|coronal|sagittal|oblique|unknown), ``tilt_deg`` (gantry tilt),
+  ``patient_position``, ``image_type``;
+- contrast: ``contrast_agent_tag`` (ContrastBolusAgent), ``contrast`` (none|enhanced|
+  unknown), ``phase`` (non_contrast|arterial|nephrographic|excretory|mr_pre|mr_post|
+  unknown), ``contrast_basis`` (how it was decided), ``aorta_hu`` (content check),
+  ``header_contrast, header_phase`` (headers alone);
+- use: ``usable``, ``reason`` (why not, "; "-joined), ``preferred`` (one usable
+  reconstruction per study/phase/orientation, see :mod:`pipeline.dicom.classify`),
+  ``notes`` (tilt, split, reformat notes), ``derived``, ``reformat``;
+- extras: times, descriptions, manufacturer/model, kernel, body part, echo number,
+  ``frame_of_reference_uid``, ``transfer_syntax`` (","-joined if mixed), ``split_note``.
 """
 
 from __future__ import annotations
