@@ -3,8 +3,9 @@
 Flow: walk the folder tree → read headers in parallel (dask, ``workers`` processes,
 chunked file lists; ``workers=1`` runs in-process) → group into series
 (:mod:`pipeline.dicom.grouping`) → classify (:mod:`pipeline.dicom.classify`) → for usable
-axial CT, confirm contrast phase from a few decoded slices (:mod:`pipeline.dicom.contrast`)
-→ study rules (reformats, ``preferred``) → write:
+axial CT (slice normal within 30° of z, so gantry-tilted CT too), confirm the contrast
+phase from a few decoded slices (:mod:`pipeline.dicom.contrast`) → study rules
+(reformats, ``preferred``) → write:
 
 - ``series.csv`` / ``series.parquet``: one row per series (see :data:`SERIES_COLUMNS`);
 - ``instances.parquet``: one row per instance, sorted by series and slice position, so a
@@ -62,7 +63,7 @@ from pipeline.dicom.contrast import (
     combine_phase,
     measure_ct_content,
 )
-from pipeline.dicom.geometry import positions_along_normal_mm
+from pipeline.dicom.geometry import positions_along_normal_mm, row_col_normal
 from pipeline.dicom.grouping import SeriesGroup, group_series
 from pipeline.dicom.headers import read_headers
 
@@ -96,6 +97,7 @@ INSTANCE_COLUMNS = (
     "instance_number", "acquisition_number", "position_mm", "ipp_x_mm", "ipp_y_mm",
     "ipp_z_mm", "number_of_frames", "rows", "columns", "transfer_syntax",
 )
+_AXIAL_COS = 0.866  # cos 30°: content check also on gantry-tilted axial CT
 _CONTENT_FRACTIONS = (0.5, 0.375, 0.625, 0.25, 0.75)  # central first: reading may stop
 
 
@@ -281,12 +283,23 @@ def _content_chunk(jobs: list[Any]) -> list[tuple[str, ContentMeasure]]:
     return [_content_task(j) for j in jobs]
 
 
+def _near_axial(iop: Any) -> bool:
+    """Slice normal within 30° of the patient z axis (axial, incl. gantry-tilted CT)."""
+    try:
+        _, _, normal = row_col_normal(iop)
+    except ValueError:
+        return False
+    return abs(float(normal[2])) >= _AXIAL_COS
+
+
 def _content_jobs(rows: list[dict[str, Any]], groups: dict[str, SeriesGroup]) -> list[Any]:
     jobs = []
     for row in rows:
-        if not (row["usable"] and row["modality"] == "CT" and row["orientation"] == "axial"):
+        if not (row["usable"] and row["modality"] == "CT"):
             continue
         group = groups[row["series_key"]]
+        if not _near_axial(group.records[0]["iop"]):
+            continue
         if len(group.records) < 3:
             continue  # multi-frame objects: header call only
         members = _sorted_members(group)
