@@ -102,3 +102,18 @@ def test_enhanced_multiframe_geometry_from_functional_groups() -> None:
     assert row["sop_class_uid"] == "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT
     assert (row["n_instances"], row["n_slices"], row["orientation"]) == (1, 2, "axial")
     assert row["usable"], row["reason"]
+
+
+def test_real_unenhanced_abdomen_reads_non_contrast() -> None:
+    """dcmqi's 3-slice GE abdomen (CT colonography, no IV contrast: grey liver, aorta at
+    soft-tissue density) is measured as unenhanced by the content check."""
+    from pipeline.dicom.contrast import measure_ct_content, phase_from_aorta, read_slice_hu
+    from pipeline.dicom.headers import read_header
+
+    files = sorted(shared_data("dcmqi/data/segmentations/ct-3slice").glob("*.dcm"))
+    recs = [read_header(p) for p in files]
+    slices = [(read_slice_hu(r["path"]), (r["pixel_spacing_row_mm"], r["pixel_spacing_col_mm"]),
+               r["iop"]) for r in recs]
+    measure = measure_ct_content(slices)
+    assert measure.aorta_hu is not None and measure.aorta_hu < 60, measure
+    assert phase_from_aorta(measure.aorta_hu, measure.dense_urine) == ("none", "non_contrast")

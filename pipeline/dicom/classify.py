@@ -78,6 +78,7 @@ _SOP_PREFIX_REASONS = (
     ("1.2.840.10008.5.1.4.1.1.88.", "structured report (not an image)"),
     ("1.2.840.10008.5.1.4.1.1.11.", "presentation state (not an image)"),
     ("1.2.840.10008.5.1.4.1.1.66.4", "segmentation object (not a source image)"),
+    ("1.2.840.10008.5.1.4.1.1.66.7", "segmentation object (not a source image)"),
     ("1.2.840.10008.5.1.4.1.1.66", "raw data / registration object (not an image)"),
     ("1.2.840.10008.5.1.4.1.1.481.", "radiotherapy object (not a diagnostic image)"),
     ("1.2.840.10008.5.1.4.1.1.7", "secondary capture (screenshot, no patient geometry)"),

@@ -69,6 +69,7 @@ import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,7 @@ __all__ = [
     "phase_from_aorta",
     "measure_ct_slice",
     "measure_ct_content",
+    "read_slice_hu",
     "combine_phase",
 ]
 
@@ -347,6 +349,19 @@ def measure_ct_slice(
             dense = True
             break
     return aorta_hu, dense, note
+
+
+def read_slice_hu(path: str | Path) -> npt.NDArray[np.float32]:
+    """Decode one CT slice (any transfer syntax pydicom can decode) to float32 HU."""
+    import pydicom
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path)
+        arr = ds.pixel_array.astype(np.float32)
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    return arr * np.float32(slope) + np.float32(intercept)
 
 
 def measure_ct_content(

@@ -46,7 +46,6 @@ import multiprocessing
 import os
 import pickle
 import time
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -62,6 +61,7 @@ from pipeline.dicom.contrast import (
     PhaseCall,
     combine_phase,
     measure_ct_content,
+    read_slice_hu,
 )
 from pipeline.dicom.geometry import positions_along_normal_mm, row_col_normal
 from pipeline.dicom.grouping import SeriesGroup, group_series
@@ -250,25 +250,13 @@ def _sorted_members(group: SeriesGroup) -> list[tuple[dict[str, Any], float | No
                                  t[0]["path"]))
 
 
-def _read_hu(path: str) -> np.ndarray:
-    import pydicom
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(path)
-        arr = ds.pixel_array.astype(np.float32)
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    return arr * slope + intercept
-
-
 def _content_task(job: tuple[str, list[str], tuple[float, float], tuple[float, ...]]
                   ) -> tuple[str, ContentMeasure]:
     key, paths, spacing, iop = job
 
     def slices() -> Any:  # decoded lazily: measure_ct_content may stop early
         for p in paths:
-            hu = _read_hu(p)
+            hu = read_slice_hu(p)
             if hu.ndim == 2:
                 yield hu, spacing, iop
 
