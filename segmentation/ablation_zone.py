@@ -158,7 +158,7 @@ def segment_ablation_zone(
     # normal parenchyma: the brightest enhancing tissue of the crop
     parenchyma_level = float(np.percentile(level[enhancing & (smooth > lo)], 90)) if (
         enhancing & (smooth > lo)).any() else np.inf
-    min_voxels = (4.0 / 3.0 * np.pi * min_nodule_radius_mm**3) / crop.voxel_volume_mm3
+    min_voxels = int(ball_structure(spacing, min_nodule_radius_mm).sum())
     for i in range(1, n + 1):
         comp = labels == i
         comp_level = float(np.median(level[comp]))
