@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=_workers, default=os.cpu_count() or 1,
         help="parallel header readers (default: all cores)",
     )
+    p.add_argument("--min-slices", type=_workers, default=10,
+                   help="fewer slices than this is not a volume (default 10)")
     p.add_argument(
         "--no-content-check", action="store_true",
         help="decide contrast from headers only (skip sampling aorta/kidney attenuation)",
@@ -89,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Render realistic synthetic renal cryoablation archives (baseline, "
         "intra-procedural and follow-up CT/MR) with a lesion manifest and analytic truth.",
     )
-    p.add_argument("out", type=Path, help="output folder (archive/, lesions.csv, truth.json)")
+    p.add_argument("out", type=Path, nargs="?",
+                   help="output folder (archive/, lesions.csv, truth.json)")
     p.add_argument("--patients", type=int, default=3, help="number of patients (default 3)")
     p.add_argument("--seed", type=int, default=0, help="random seed (deterministic output)")
     p.add_argument(
@@ -138,7 +141,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
     from pipeline.dicom.index import build_index
 
     summary = build_index(
-        args.archive, args.out, workers=args.workers, content_check=not args.no_content_check
+        args.archive, args.out, workers=args.workers, content_check=not args.no_content_check,
+        min_slices=args.min_slices,
     )
     print(summary.describe())
     return 0
@@ -159,6 +163,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         for name, scenario in SCENARIOS.items():
             print(f"{name:28s} {scenario.description}")
         return 0
+    if args.out is None:
+        raise ValueError("synth needs an output folder (or --list-scenarios)")
     summary = synthesize(
         args.out, patients=args.patients, seed=args.seed, scenarios=args.scenarios,
         small=args.small,

@@ -229,10 +229,14 @@ class Volume:
         return cls(np.ascontiguousarray(np.transpose(data, (2, 1, 0))), affine_lps, **kwargs)
 
     def to_sitk(self) -> Any:
-        """A SimpleITK image with the same LPS geometry (SimpleITK is LPS natively)."""
+        """A SimpleITK image with the same LPS geometry (SimpleITK is LPS natively).
+
+        Boolean masks become uint8 (SimpleITK has no bool pixel type).
+        """
         import SimpleITK as sitk
 
-        img = sitk.GetImageFromArray(np.ascontiguousarray(self.array))
+        arr = self.array.astype(np.uint8) if self.array.dtype == bool else self.array
+        img = sitk.GetImageFromArray(np.ascontiguousarray(arr))
         img.SetSpacing(tuple(float(s) for s in self.spacing_mm))
         img.SetOrigin(tuple(float(o) for o in self.origin_lps))
         img.SetDirection(tuple(float(d) for d in self.direction.reshape(-1)))
