@@ -104,6 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_synth)
 
     p = sub.add_parser(
+        "validate",
+        help="compare a run's tables with a synthetic archive's truth.json",
+        description="Per-scenario accuracy of a run on a synthetic archive: diameter, volume "
+        "and margin errors and outcome-flag agreement (targets: 1.5 mm, 10 %, 1.5 mm, all "
+        "flags). Exit status 1 when anything is outside the targets.",
+    )
+    p.add_argument("out", type=Path, help="the run's output folder (with tables/)")
+    p.add_argument("--truth", type=Path, required=True, help="truth.json of the archive")
+    p.set_defaults(handler=_cmd_validate)
+
+    p = sub.add_parser(
         "run",
         help="run the whole pipeline (Snakemake) on an archive and a lesion manifest",
         description="Index the archive, analyse every manifest lesion in every study, and write "
@@ -171,6 +182,14 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     )
     print(summary.describe())
     return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from fixtures.compare import compare_run
+
+    report = compare_run(args.out / "tables", args.truth)
+    print(report.describe())
+    return 0 if report.ok else 1
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
