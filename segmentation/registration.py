@@ -30,10 +30,10 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
-from scipy import ndimage as ndi
 
 from pipeline.image import Volume
-from segmentation._common import BODY_THRESHOLD_HU, as_point_lps, is_ct, largest_component
+from segmentation import _sitk
+from segmentation._common import BODY_THRESHOLD_HU, as_point_lps, is_ct
 
 __all__ = [
     "RegistrationResult",
@@ -137,7 +137,7 @@ def body_mask(image: Volume) -> Volume:
     """Binary mask (uint8) of the patient body: CT > −500 HU (MR: Otsu), largest component,
     holes (lungs, bowel gas) filled slice by slice."""
     arr = np.asarray(image.array, dtype=np.float32)
-    mask = _body_array(arr, ct=is_ct(image))
+    mask = _sitk.body_array(arr, ct=is_ct(image))
     return image.with_array(mask.astype(np.uint8), modality="")
 
 
@@ -174,8 +174,8 @@ def register_rigid(
     if radius_mm <= 0:
         raise ValueError(f"register_rigid: focus_radius_mm must be > 0, got {focus_radius_mm}")
 
-    f_img = _prepared(fixed)
-    m_img = _prepared(moving)
+    f_img = _sitk.prepared(fixed)
+    m_img = _sitk.prepared(moving)
     f_ct, m_ct = is_ct(fixed), is_ct(moving)
     notes: list[str] = []
 
@@ -212,8 +212,8 @@ def register_phases(
     focus = as_point_lps(focus_point_lps, "focus_point_lps")
     if radius_mm <= 0:
         raise ValueError(f"register_phases: radius_mm must be > 0, got {radius_mm}")
-    f_img = _prepared(fixed)
-    m_img = _prepared(moving)
+    f_img = _sitk.prepared(fixed)
+    m_img = _sitk.prepared(moving)
     start = initial if initial is not None else sitk.Euler3DTransform()
     notes: list[str] = []
     transform, metric = _local_rigid(
@@ -236,8 +236,8 @@ def registration_quality(
     Measured inside the fixed body mask, in the box ±``radius_mm`` around the focus point
     (whole image when None): "ncc" when both images share a modality, else "ecc".
     """
-    f_img = _prepared(fixed)
-    m_img = _prepared(moving)
+    f_img = _sitk.prepared(fixed)
+    m_img = _sitk.prepared(moving)
     focus = None if focus_point_lps is None else as_point_lps(focus_point_lps, "focus_point_lps")
     same = (fixed.modality or "").upper() == (moving.modality or "").upper() and (
         is_ct(fixed) == is_ct(moving)
@@ -246,57 +246,6 @@ def registration_quality(
 
 
 # --------------------------------------------------------------------------- internals
-def _prepared(image: Volume) -> sitk.Image:
-    """Float32 SimpleITK image with metal/outlier intensities clipped (robust MI)."""
-    arr = np.asarray(image.array, dtype=np.float32)
-    if is_ct(image):
-        arr = np.clip(arr, -1000.0, 1500.0)
-    else:
-        hi = float(np.percentile(arr, 99.5)) if arr.size else 0.0
-        arr = np.clip(arr, 0.0, max(hi, 1e-3))
-    img = sitk.GetImageFromArray(np.ascontiguousarray(arr))
-    img.SetSpacing(tuple(float(s) for s in image.spacing_mm))
-    img.SetOrigin(tuple(float(o) for o in image.origin_lps))
-    img.SetDirection(tuple(float(d) for d in image.direction.reshape(-1)))
-    return img
-
-
-def _body_array(arr: npt.NDArray[np.float32], *, ct: bool) -> npt.NDArray[np.bool_]:
-    if ct:
-        thr = BODY_THRESHOLD_HU
-    else:
-        img = sitk.GetImageFromArray(np.ascontiguousarray(arr))
-        otsu = sitk.OtsuThresholdImageFilter()
-        otsu.Execute(img)
-        thr = float(otsu.GetThreshold()) * 0.5
-    body = largest_component(arr > thr)
-    for k in range(body.shape[0]):
-        body[k] = ndi.binary_fill_holes(body[k])
-    return body
-
-
-def _downsample(img: sitk.Image, spacing_mm: float) -> sitk.Image:
-    """Gaussian-smooth and resample to spacing ≥ ``spacing_mm`` along each axis."""
-    old = np.asarray(img.GetSpacing(), dtype=float)
-    new = np.maximum(old, spacing_mm)
-    if np.allclose(new, old):
-        return img
-    sigma = np.sqrt(np.maximum(new**2 - old**2, 0.0)) / 2.0
-    smooth = sitk.SmoothingRecursiveGaussian(img, [float(max(s, 1e-3)) for s in sigma])
-    size = np.maximum(np.round(np.asarray(img.GetSize()) * old / new), 1).astype(int)
-    return sitk.Resample(
-        smooth, [int(s) for s in size], sitk.Transform(), sitk.sitkLinear, img.GetOrigin(),
-        [float(s) for s in new], img.GetDirection(), float(np.min(sitk.GetArrayViewFromImage(
-            img))), sitk.sitkFloat32,
-    )
-
-
-def _mask_image(mask: npt.NDArray[np.bool_], like: sitk.Image) -> sitk.Image:
-    m = sitk.GetImageFromArray(mask.astype(np.uint8))
-    m.CopyInformation(like)
-    return m
-
-
 def _center_of_mass_lps(mask: npt.NDArray[np.bool_], img: sitk.Image) -> npt.NDArray[np.float64]:
     kji = np.argwhere(mask).mean(axis=0)
     return np.asarray(img.TransformContinuousIndexToPhysicalPoint([float(v) for v in kji[::-1]]))
@@ -354,7 +303,7 @@ def _method(
         reg.SetMetricSamplingPercentage(sampling, _SEED)
     else:
         reg.SetMetricSamplingStrategy(reg.NONE)
-    reg.SetMetricFixedMask(_mask_image(fixed_mask, like))
+    reg.SetMetricFixedMask(_sitk.mask_image(fixed_mask, like))
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=step_mm,
@@ -385,10 +334,10 @@ def _global_rigid(
     try_prone_flip: bool,
 ) -> tuple[sitk.Transform, float]:
     """Body-COM start, 0°/180° about S and an S-offset search, then a 2-level Euler fit."""
-    f_lo = _downsample(f_img, _GLOBAL_SPACING_MM)
-    m_lo = _downsample(m_img, _GLOBAL_SPACING_MM)
-    f_body = _body_array(sitk.GetArrayFromImage(f_lo), ct=f_ct)
-    m_body = _body_array(sitk.GetArrayFromImage(m_lo), ct=m_ct)
+    f_lo = _sitk.downsample(f_img, _GLOBAL_SPACING_MM)
+    m_lo = _sitk.downsample(m_img, _GLOBAL_SPACING_MM)
+    f_body = _sitk.body_array(sitk.GetArrayFromImage(f_lo), ct=f_ct)
+    m_body = _sitk.body_array(sitk.GetArrayFromImage(m_lo), ct=m_ct)
     if not f_body.any() or not m_body.any():
         raise ValueError("register_rigid: no body found (nothing above the body threshold)")
     if fixed_mask is not None:
@@ -447,11 +396,11 @@ def _local_rigid(
 
     When the box is too thin or empty in either image, the start transform is returned
     unchanged and a qc note says why."""
-    f_box = _crop_sitk(f_img, focus, radius_mm)
-    f_box = _downsample(f_box, _LOCAL_SPACING_MM)
+    f_box = _sitk.crop_sitk(f_img, focus, radius_mm)
+    f_box = _sitk.downsample(f_box, _LOCAL_SPACING_MM)
     m_center = np.asarray(start.TransformPoint(tuple(float(v) for v in focus)))
-    m_box = _crop_sitk(m_img, m_center, radius_mm + 40.0)
-    m_box = _downsample(m_box, _LOCAL_SPACING_MM)
+    m_box = _sitk.crop_sitk(m_img, m_center, radius_mm + 40.0)
+    m_box = _sitk.downsample(m_box, _LOCAL_SPACING_MM)
     f_arr = sitk.GetArrayFromImage(f_box)
     body = f_arr > (BODY_THRESHOLD_HU if f_ct else 0.05 * float(f_arr.max()))
     if fixed_mask is not None:
@@ -518,20 +467,6 @@ def _overlap_mi(
     return mi * float(sel.sum()) / float(f_body.sum())
 
 
-def _crop_sitk(img: sitk.Image, center_lps: npt.NDArray[np.float64], half_mm: float) -> sitk.Image:
-    """Crop a SimpleITK image to the index box covering ±half_mm around a point."""
-    offsets = np.array([[a, b, c] for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)], float)
-    idx = np.array(
-        [img.TransformPhysicalPointToContinuousIndex(tuple(float(v) for v in center_lps + o))
-         for o in offsets * half_mm]
-    )
-    size = np.asarray(img.GetSize())
-    lo = np.clip(np.floor(idx.min(axis=0)).astype(int), 0, size - 1)
-    hi = np.clip(np.ceil(idx.max(axis=0)).astype(int) + 1, 1, size)
-    hi = np.maximum(hi, lo + 1)
-    return sitk.RegionOfInterest(img, [int(v) for v in hi - lo], [int(v) for v in lo])
-
-
 def _quality(
     f_img: sitk.Image,
     m_img: sitk.Image,
@@ -541,8 +476,8 @@ def _quality(
     radius_mm: float,
     same_modality: bool,
 ) -> tuple[float, str, float]:
-    f_box = f_img if focus is None else _crop_sitk(f_img, focus, radius_mm)
-    f_box = _downsample(f_box, _LOCAL_SPACING_MM if focus is not None else _GLOBAL_SPACING_MM)
+    f_box = f_img if focus is None else _sitk.crop_sitk(f_img, focus, radius_mm)
+    f_box = _sitk.downsample(f_box, _LOCAL_SPACING_MM if focus is not None else _GLOBAL_SPACING_MM)
     f_arr = sitk.GetArrayFromImage(f_box).astype(np.float64)
     warped = sitk.GetArrayFromImage(
         sitk.Resample(m_img, f_box, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
@@ -590,8 +525,8 @@ def _finish(
     radius_mm: float,
     notes: list[str],
 ) -> RegistrationResult:
-    f_img = _prepared(fixed)
-    m_img = _prepared(moving)
+    f_img = _sitk.prepared(fixed)
+    m_img = _sitk.prepared(moving)
     same = (fixed.modality or "").upper() == (moving.modality or "").upper() and (
         is_ct(fixed) == is_ct(moving)
     )
