@@ -69,7 +69,7 @@ def segment_ablation_zone(
     *,
     modality: Literal["CT", "MR"],
     half_size_mm: float = 60.0,
-    min_nodule_radius_mm: float = 3.0,
+    min_nodule_radius_mm: float = 2.5,
 ) -> ZoneResult:
     """Segment the ablation zone near ``approx_center_lps`` and its enhancing components.
 
@@ -150,24 +150,31 @@ def segment_ablation_zone(
     strict_hull = convex_hull_mask(strict) & (smooth > lo) if strict.any() else hull
     if strict_hull.sum() > 3.0 * max(int(strict.sum()), 1):
         strict_hull = hull
-    envelope = ndi.binary_dilation(strict_hull, structure=ball_structure(spacing, 1.5))
+    envelope = strict_hull
     inside = enhancing & envelope & ~strict & (smooth > lo)
-    nodular = ndi.binary_opening(inside, structure=ball_structure(spacing, min_nodule_radius_mm))
+    # thin structures (a smooth rim of a few mm) go with a small opening; what remains is
+    # judged per component on its thickness (largest inscribed ball) and its level
+    nodular = ndi.binary_opening(inside, structure=ball_structure(spacing, 1.5))
     nodules = np.zeros_like(nodular)
     labels, n = ndi.label(nodular, structure=np.ones((3, 3, 3), bool))
     # normal parenchyma: the brightest enhancing tissue of the crop
     parenchyma_level = float(np.percentile(level[enhancing & (smooth > lo)], 90)) if (
         enhancing & (smooth > lo)).any() else np.inf
-    min_voxels = int(ball_structure(spacing, min_nodule_radius_mm).sum())
+    min_voxels = 100.0 / crop.voxel_volume_mm3  # 0.1 ml
     for i in range(1, n + 1):
         comp = labels == i
         comp_level = float(np.median(level[comp]))
-        if comp.sum() < min_voxels or comp_level > 0.8 * parenchyma_level:
-            continue  # a speck, or a sliver of normal parenchyma inside the envelope
+        thickness_mm = float(ndi.distance_transform_edt(comp, sampling=spacing[::-1]).max())
+        post_rise = (float(np.median(smooth[comp])) - zone_level) if modality == "CT" else (
+            100.0 * (float(np.median(smooth[comp])) / zone_level - 1.0))
+        if (comp.sum() < min_voxels or comp_level > 0.8 * parenchyma_level
+                or thickness_mm < min_nodule_radius_mm or post_rise < 0.5 * threshold):
+            # a speck, a thin rim, a sliver of normal parenchyma, or a subtraction artefact
+            # (enhancing tissue is also brighter than the zone on the post image itself)
+            continue
         # a nodule straddles the zone edge: grow it outwards over tissue enhancing like it
         # (not like the much brighter parenchyma), at most 1.5 × its own thickness
         alike = (level >= threshold) & (level < 1.5 * comp_level) & (smooth > lo) & ~strict
-        thickness_mm = float(ndi.distance_transform_edt(comp, sampling=spacing[::-1]).max())
         within = ndi.distance_transform_edt(~comp, sampling=spacing[::-1]) <= min(
             2.0 * thickness_mm, 15.0)
         grown_labels, _ = ndi.label((alike & within) | comp, structure=np.ones((3, 3, 3), bool))

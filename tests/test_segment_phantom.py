@@ -1,0 +1,119 @@
+"""Segmentation accuracy on the synthetic cryoablation scenarios (fixtures.phantom),
+full resolution, against the analytic truth masks. Rendering takes ~10 s per series, so
+these are slow tests (run with ``-m slow``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pytest
+
+from fixtures.phantom import PhantomCase, phantom_case, render_series
+from pipeline.image import Volume
+from segmentation import (
+    segment_ablation_zone,
+    segment_iceball,
+    segment_kidney,
+    segment_tumour,
+)
+from segmentation._common import dice
+
+pytestmark = pytest.mark.slow
+
+
+@lru_cache(maxsize=8)
+def _case(scenario: str, study: str) -> PhantomCase:
+    return phantom_case(scenario, study=study, small=False)
+
+
+@lru_cache(maxsize=8)
+def _series(scenario: str, key: str) -> Volume:
+    return render_series(_case(scenario, key.split("/")[0]).plan, key)
+
+
+def _pre_key(case: PhantomCase) -> str:
+    study = case.key.split("/")[0]
+    keys = [k for k in case.plan.series_keys() if k.startswith(f"{study}/")
+            and (k.endswith("ct_unenhanced") or k.endswith("mr_t1_pre"))]
+    return keys[0]
+
+
+def _centre_lps(mask: Volume, offset_mm=(2.0, -2.0, 2.0)) -> np.ndarray:
+    """An approximate centre: the truth centroid moved by a few mm (as after registration)."""
+    ijk = np.argwhere(mask.array)[:, ::-1].mean(axis=0)
+    return mask.index_to_lps(ijk) + np.asarray(offset_mm)
+
+
+@pytest.mark.parametrize(
+    "scenario", ["clean_success", "endophytic_papillary", "undercoverage", "sphere"]
+)
+def test_tumour_dice_on_baseline(scenario: str) -> None:
+    case = _case(scenario, "baseline")
+    seed = np.asarray(case.truth["lesion"]["seed_lps"])
+    mask = segment_tumour(case.image, seed, unenhanced=_series(scenario, _pre_key(case)))
+    assert dice(mask.array, case.masks["tumour"].array) >= 0.90
+
+
+def test_kidney_contains_the_endophytic_tumour() -> None:
+    case = _case("endophytic_papillary", "baseline")
+    seed = np.asarray(case.truth["lesion"]["seed_lps"])
+    kidney = segment_kidney(case.image, seed).array.astype(bool)
+    tumour = case.masks["tumour"].array
+    assert (kidney & tumour).sum() >= 0.95 * tumour.sum()
+    volume_ml = kidney.sum() * case.image.voxel_volume_mm3 / 1000.0
+    assert 80.0 < volume_ml < 400.0  # a kidney, not the abdomen
+
+
+@pytest.mark.parametrize(
+    ("scenario", "study", "has_nodule"),
+    [
+        ("clean_success", "fu1", False),
+        ("benign_rim", "fu1", False),
+        ("growing_zone", "fu2", False),
+        ("undercoverage", "fu1", True),
+        ("residual_3mo", "fu1", True),
+        ("residual_3mo", "fu2", True),
+        ("progression_12mo", "fu2", True),
+        ("mr_followup", "fu1", False),
+    ],
+)
+def test_ablation_zone_and_nodules(scenario: str, study: str, has_nodule: bool) -> None:
+    case = _case(scenario, study)
+    zone = case.masks["zone"]
+    res = segment_ablation_zone(case.image, _series(scenario, _pre_key(case)),
+                                _centre_lps(zone), modality=case.image.modality)
+    assert dice(res.zone_mask.array, zone.array) >= 0.85
+    if has_nodule:
+        nodule = case.masks["nodule"].array
+        assert len(res.nodule_volumes_ml) >= 1
+        assert (res.enhancing_mask.array.astype(bool) & nodule).sum() >= 0.4 * nodule.sum()
+    else:
+        assert res.nodule_volumes_ml == []
+
+
+@pytest.mark.xfail(reason="known false nodule (~0.3 ml) on this clean 3-month zone",
+                   strict=True)
+def test_ablation_zone_clean_progression_fu1_has_no_nodule() -> None:
+    case = _case("progression_12mo", "fu1")
+    res = segment_ablation_zone(case.image, _series("progression_12mo", _pre_key(case)),
+                                _centre_lps(case.masks["zone"]), modality="CT")
+    assert res.nodule_volumes_ml == []
+
+
+def test_iceball_sphere_and_probe() -> None:
+    case = _case("sphere", "intra")
+    ice = case.masks["iceball"]
+    res = segment_iceball(case.image, _centre_lps(ice, (3.0, -3.0, 2.0)))
+    assert res.probe_tips_lps.shape[0] == 1
+    assert dice(res.mask.array, ice.array) >= 0.80
+
+
+@pytest.mark.xfail(reason="ice in perirenal fat is invisible (fat does not change when "
+                          "frozen) and streaks hide the rest: target Dice 0.90 not reached",
+                   strict=True)
+def test_iceball_exophytic_two_probes_meets_target() -> None:
+    case = _case("clean_success", "intra")
+    ice = case.masks["iceball"]
+    res = segment_iceball(case.image, _centre_lps(ice, (3.0, -3.0, 2.0)))
+    assert dice(res.mask.array, ice.array) >= 0.90
