@@ -161,7 +161,8 @@ def register_rigid(
         focus_point_lps: LPS point (mm, fixed image) of the lesion; enables a local rigid
             refinement on a box of ±``focus_radius_mm`` around it, and the quality figure
             is measured there.
-        focus_radius_mm: half size of the local box (default 60 mm).
+        focus_radius_mm: half size of the local box (default 40 mm: the kidney moves
+            against the body wall, a larger box lets static tissue dominate).
         try_prone_flip: also try a 180° rotation about S (patient turned prone).
 
     Returns:
@@ -170,7 +171,7 @@ def register_rigid(
     if fixed_mask is not None and not fixed.same_grid(fixed_mask):
         raise ValueError("register_rigid: fixed_mask is not on the fixed image grid")
     focus = None if focus_point_lps is None else as_point_lps(focus_point_lps, "focus_point_lps")
-    radius_mm = 60.0 if focus_radius_mm is None else float(focus_radius_mm)
+    radius_mm = 40.0 if focus_radius_mm is None else float(focus_radius_mm)
     if radius_mm <= 0:
         raise ValueError(f"register_rigid: focus_radius_mm must be > 0, got {focus_radius_mm}")
 
