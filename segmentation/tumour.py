@@ -63,9 +63,13 @@ def segment_tumour(
         kidney_mask: optional kidney mask on the contrast grid; its voxels away from the
             seed give the parenchyma level.
         half_size_mm: half size of the working crop.
+        convex_fill: restore bright (textured) tumour parts against the parenchyma
+            through the convex hull when what it adds looks like tumour.
 
     Returns:
-        uint8 mask on the contrast grid.
+        uint8 mask on the contrast grid. To carry it to the unenhanced phase, align the
+        phases with :func:`segmentation.registration.register_phases` and use
+        :func:`transfer_mask`.
     """
     seed = as_point_lps(seed_lps, "seed_lps")
     require_inside(contrast, seed, "segment_tumour: seed")
