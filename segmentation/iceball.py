@@ -6,10 +6,11 @@
    (streak artefacts), voxels between the fat/ice and ice/tissue iso-levels (the ice
    level is sampled around the probe tips), connected to the probe tips, opened and
    closed with a 2.5 mm ball (streak spurs), holes filled.
-3. Ice in fat is invisible (fat does not change attenuation when frozen). Where the ice
-   ball borders fat, the border comes from a per-probe ellipsoidal iso-therm model
-   (elongated along the probe, extending beyond the tip) fitted to the visible ice:
-   the final mask is the visible ice plus the model's part lying in fat.
+3. Ice in fat is invisible (fat does not change attenuation when frozen) and streaks
+   corrupt the rest, so the border comes from a per-probe ellipsoidal iso-therm model
+   (radius across the probe, elongated along it, extending beyond the tip) fitted to
+   the visible ice outside fat; the final mask is the model plus the visible ice within
+   2 mm of it (the visible ice alone when no model fits).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from scipy import ndimage as ndi
 from pipeline.image import Volume
 from segmentation._common import (
     as_point_lps,
+    ball_structure,
     fill_holes_3d_and_slices,
     paste_into,
     require_inside,
@@ -33,6 +35,7 @@ from segmentation._common import (
 __all__ = ["IceballResult", "segment_iceball", "detect_probes"]
 
 _FAT_HU = -100.0
+_MIN_MODEL_DICE = 0.5  # agreement of the fitted model with the visible ice to accept it
 _TISSUE_HU = 35.0
 
 
@@ -145,7 +148,10 @@ def segment_iceball(
         fat = filtered < lo
         model = _fit_isotherm_model(crop, visible, ~fat, tips, axes)
         if model is not None:
-            mask = fill_holes_3d_and_slices(visible | (model & fat))
+            # the fitted iso-therm is smoother and more reliable than streak-ridden
+            # visible ice: keep the model, plus visible ice hugging its border
+            hug = ndi.binary_dilation(model, structure=ball_structure(spacing, 2.0))
+            mask = fill_holes_3d_and_slices(model | (visible & hug))
     return IceballResult(
         mask=paste_into(intra_ct, crop, mask),
         probe_mask=paste_into(intra_ct, crop, probes),
@@ -191,7 +197,7 @@ def _fit_isotherm_model(
     ``aspect·r − beyond`` behind the tip) best matching the visible ice where the image
     can show ice (outside fat, which does not change when frozen): Dice-maximising grid
     search of r, aspect and tip extension on a 2× subsampled box around the visible ice;
-    None when nothing fits (Dice < 0.7)."""
+    None when nothing fits (Dice < 0.5)."""
     idx = np.argwhere(visible)
     margin = np.ceil(25.0 / crop.spacing_mm[::-1]).astype(int)
     lo = np.maximum(idx.min(axis=0) - margin, 0)
@@ -216,7 +222,7 @@ def _fit_isotherm_model(
                 score = 2.0 * inter / (int((model & inf_s).sum()) + n_target)
                 if best is None or score > best[0]:
                     best = (score, float(r), aspect, beyond)
-    if best is None or best[0] < 0.7:
+    if best is None or best[0] < _MIN_MODEL_DICE:
         return None
     out = np.zeros(visible.shape, dtype=bool)
     out[box] = _ellipsoids(pts, tips, axes, best[1], best[2], best[3])

@@ -118,13 +118,12 @@ def test_iceball_sphere_and_probe() -> None:
     ice = case.masks["iceball"]
     res = segment_iceball(case.image, _centre_lps(ice, (3.0, -3.0, 2.0)))
     assert res.probe_tips_lps.shape[0] == 1
-    assert dice(res.mask.array, ice.array) >= 0.80
+    assert dice(res.mask.array, ice.array) >= 0.90
 
 
-@pytest.mark.xfail(reason="ice in perirenal fat is invisible (fat does not change when "
-                          "frozen) and streaks hide the rest: target Dice 0.90 not reached",
-                   strict=True)
 def test_iceball_exophytic_two_probes_meets_target() -> None:
+    """Exophytic tumour: most of the ice lies in perirenal fat (invisible) and two probes
+    streak the rest; the fitted iso-therm model recovers it."""
     case = _case("clean_success", "intra")
     ice = case.masks["iceball"]
     res = segment_iceball(case.image, _centre_lps(ice, (3.0, -3.0, 2.0)))
