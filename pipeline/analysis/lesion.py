@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from measurements import (
 from pipeline.assessment.criteria import AssessmentCriteria
 from pipeline.image import Volume
 from segmentation import (
+    load_external_mask,
     register_phases,
     resample_to,
     segment_ablation_zone,
@@ -104,9 +106,11 @@ def measure_tumour(
     seed_lps: npt.NDArray[np.float64],
     criteria: AssessmentCriteria,
     half_mm: float,
+    external: dict[str, Path] | None = None,
 ) -> StudyMeasurement:
     """Baseline: segment the tumour from the seed on the contrast phase (or the unenhanced
-    one if that is all there is), measure size and enhancement."""
+    one if that is all there is), measure size and enhancement. An external ``tumour``
+    mask (NIfTI) replaces the automatic segmentation."""
     m = StudyMeasurement()
     image = contrast if contrast is not None else unenhanced
     if image is None:
@@ -114,8 +118,12 @@ def measure_tumour(
         return m
     if contrast is None:
         m.qc.append("no contrast phase: tumour segmented on the unenhanced CT")
-    tumour_full = _as_bool(segment_tumour(image, seed_lps, unenhanced=unenhanced
-                                          if contrast is not None else None))
+    if external and "tumour" in external:
+        tumour_full = _as_bool(load_external_mask(external["tumour"], image))
+        m.qc.append(f"tumour mask supplied by the user ({external['tumour'].name})")
+    else:
+        tumour_full = _as_bool(segment_tumour(image, seed_lps, unenhanced=unenhanced
+                                              if contrast is not None else None))
     m.full_masks["tumour"] = tumour_full
     crop = _crop_like(image, seed_lps, half_mm)
     tumour = _crop_like(tumour_full, seed_lps, half_mm)
@@ -143,12 +151,17 @@ def measure_iceball(
     center_lps: npt.NDArray[np.float64],
     tumour_on_intra: Volume | None,
     half_mm: float,
+    external: dict[str, Path] | None = None,
 ) -> StudyMeasurement:
-    """Intra-procedural: probes and ice ball; margin and coverage of the registered tumour."""
+    """Intra-procedural: probes and ice ball; margin and coverage of the registered tumour.
+    An external ``iceball`` mask replaces the automatic ice ball."""
     m = StudyMeasurement()
     result = segment_iceball(intra, center_lps)
     m.qc.extend(result.qc)
     ice_full = _as_bool(result.mask)
+    if external and "iceball" in external:
+        ice_full = _as_bool(load_external_mask(external["iceball"], intra))
+        m.qc.append(f"ice-ball mask supplied by the user ({external['iceball'].name})")
     m.full_masks["iceball"] = ice_full
     crop = _crop_like(intra, center_lps, half_mm)
     ice = _crop_like(ice_full, center_lps, half_mm)
@@ -179,6 +192,7 @@ def measure_zone(
     center_lps: npt.NDArray[np.float64],
     criteria: AssessmentCriteria,
     half_mm: float,
+    external: dict[str, Path] | None = None,
 ) -> StudyMeasurement:
     """Follow-up: the ablation zone, its size, and any enhancing component in or at its
     edge (nodular/crescentic → enhancing; a thin smooth rim is reported, not called)."""
@@ -187,6 +201,10 @@ def measure_zone(
     pre_crop = _aligned_pre(pre, crop, center_lps, m.qc) if pre is not None else None
     zone_result = segment_ablation_zone(crop, pre_crop, center_lps, modality=post.modality)
     zone = _as_bool(zone_result.zone_mask)
+    if external and "ablation_zone" in external:
+        zone = _as_bool(load_external_mask(external["ablation_zone"], crop))
+        m.qc.append(f"ablation-zone mask supplied by the user "
+                    f"({external['ablation_zone'].name})")
     m.image, m.masks["ablation_zone"] = crop, zone
     m.size = _size(zone)
     if pre_crop is None:

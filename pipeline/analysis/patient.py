@@ -37,7 +37,7 @@ from pipeline.dicom.loader import load_series, write_nifti
 from pipeline.image import GeometryError, Volume
 from pipeline.layout import OutputLayout, safe_id
 
-__all__ = ["SeriesCache", "analyse_lesion", "stage_analyse"]
+__all__ = ["SeriesCache", "analyse_lesion", "read_external_masks", "stage_analyse"]
 
 log = logging.getLogger("cryotrack.analyse")
 
@@ -98,8 +98,11 @@ def analyse_lesion(
     criteria: AssessmentCriteria,
     half_mm: float,
     on_measured: Callable[[StudyPlan, str, StudyMeasurement, LesionTimepoint], None],
+    external: dict[tuple[str, str], Path] | None = None,
 ) -> tuple[list[LesionTimepoint], list[str]]:
-    """Measure one lesion in all its studies; ``on_measured`` receives each result."""
+    """Measure one lesion in all its studies; ``on_measured`` receives each result.
+
+    ``external`` maps (study_instance_uid, structure) to a user-supplied NIfTI mask."""
     timepoints: list[LesionTimepoint] = []
     errors: list[str] = []
     seed = np.asarray(les.seed_lps_mm, dtype=np.float64)
@@ -108,12 +111,14 @@ def analyse_lesion(
     tumour_full: Volume | None = None
     for plan in plans:
         tp = _timepoint(les, plan, plan.modality)
+        ext = {structure: path for (study, structure), path in (external or {}).items()
+               if study == plan.study_instance_uid}
         tp.qc.extend(plan.notes)
         try:
             if plan.role is Role.BASELINE:
                 contrast, unenh = cache.get(plan.contrast_key), cache.get(plan.unenhanced_key)
                 reference = contrast if contrast is not None else unenh
-                m = measure_tumour(contrast, unenh, seed, criteria, half_mm)
+                m = measure_tumour(contrast, unenh, seed, criteria, half_mm, ext)
                 key = (plan.contrast_key or plan.unenhanced_key) or ""
                 tumour_full = m.full_masks.get("tumour")
                 tp.long_axis_mm, tp.short_axis_mm = m.size.long_axis_mm, m.size.short_axis_mm
@@ -131,7 +136,7 @@ def analyse_lesion(
                 crop = intra.crop_around_lps(center, half_mm)
                 tumour_here = (tumour_into(tumour_full, crop, transform)
                                if tumour_full is not None else None)
-                m = measure_iceball(intra, center, tumour_here, half_mm)
+                m = measure_iceball(intra, center, tumour_here, half_mm, ext)
                 if tumour_here is not None and "tumour" in m.full_masks:
                     # tumour transferred onto the crop; SEG needs the full grid
                     m.full_masks["tumour"] = tumour_into(tumour_full, intra, transform)
@@ -148,7 +153,7 @@ def analyse_lesion(
                 tp.qc.extend(qc)
                 center = _mapped(transform, seed)
                 m = measure_zone(image, pre if post is not None else None, center, criteria,
-                                 half_mm)
+                                 half_mm, ext)
                 key = (plan.contrast_key or plan.unenhanced_key) or ""
                 tp.long_axis_mm, tp.short_axis_mm = m.size.long_axis_mm, m.size.short_axis_mm
                 tp.max_3d_diameter_mm, tp.volume_ml = m.size.max_3d_diameter_mm, m.size.volume_ml
@@ -167,6 +172,42 @@ def analyse_lesion(
     if baseline is None:
         errors.append("no baseline study before the procedure")
     return timepoints, errors
+
+
+_STRUCTURES = ("tumour", "iceball", "ablation_zone")
+
+
+def read_external_masks(
+    csv_path: str | None,
+) -> dict[tuple[str, str], dict[tuple[str, str], Path]]:
+    """User-supplied masks: (patient, lesion) → {(study_uid, structure): NIfTI path}.
+
+    CSV columns ``patient_id,lesion_id,study_instance_uid,structure,path``; ``path`` is
+    relative to the CSV's folder unless absolute. A bad row is an error naming the line.
+    """
+    if not csv_path:
+        return {}
+    path = Path(csv_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"external masks CSV not found: {path}")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    needed = ["patient_id", "lesion_id", "study_instance_uid", "structure", "path"]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}")
+    out: dict[tuple[str, str], dict[tuple[str, str], Path]] = {}
+    for n, row in enumerate(table.to_dict("records"), start=2):
+        if row["structure"] not in _STRUCTURES:
+            raise ValueError(f"{path}:{n}: structure must be one of {_STRUCTURES}, "
+                             f"got {row['structure']!r}")
+        mask_path = Path(row["path"])
+        if not mask_path.is_absolute():
+            mask_path = path.parent / mask_path
+        if not mask_path.is_file():
+            raise FileNotFoundError(f"{path}:{n}: mask file not found: {mask_path}")
+        out.setdefault((row["patient_id"], row["lesion_id"]), {})[
+            (row["study_instance_uid"], row["structure"])] = mask_path
+    return out
 
 
 def _mapped(transform: Any, point_lps: np.ndarray) -> np.ndarray:
@@ -195,6 +236,7 @@ def stage_analyse(config: dict[str, Any], patient: str) -> dict[str, Any]:
     analysis_cfg = config["analysis"]
     half_mm = float(analysis_cfg["crop_half_size_mm"])
     cache = SeriesCache(instances, config["loading"]["gap_policy"])
+    external = read_external_masks(analysis_cfg.get("external_masks"))
     patient_dir = layout.patient_dir(patient_id)
     out: dict[str, Any] = {"patient_id": patient_id, "lesions": [], "studies": {}}
 
@@ -245,7 +287,8 @@ def stage_analyse(config: dict[str, Any], patient: str) -> dict[str, Any]:
                     study_instance_uid=plan.study_instance_uid,
                 ))
 
-        timepoints, errors = analyse_lesion(les, plans, cache, criteria, half_mm, on_measured)
+        timepoints, errors = analyse_lesion(les, plans, cache, criteria, half_mm, on_measured,
+                                            external.get((les.patient_id, les.lesion_id)))
         # panel values must show the final timepoint values (set after on_measured)
         entry["timepoints"] = [timepoint_to_dict(t) for t in timepoints]
         entry["errors"].extend(errors)
