@@ -16,12 +16,10 @@ import numpy as np
 import numpy.typing as npt
 
 from measurements import (
-    ComponentShape,
     EmptyMaskError,
     ablative_margin,
     axial_diameters,
     ct_enhancement,
-    enhancing_components,
     max_3d_diameter_mm,
     mean_attenuation_hu,
     mr_enhancement,
@@ -201,6 +199,7 @@ def measure_zone(
     pre_crop = _aligned_pre(pre, crop, center_lps, m.qc) if pre is not None else None
     zone_result = segment_ablation_zone(crop, pre_crop, center_lps, modality=post.modality)
     zone = _as_bool(zone_result.zone_mask)
+    m.qc.extend(zone_result.qc)
     if external and "ablation_zone" in external:
         zone = _as_bool(load_external_mask(external["ablation_zone"], crop))
         m.qc.append(f"ablation-zone mask supplied by the user "
@@ -220,54 +219,35 @@ def measure_zone(
         if enhancing.array.any():
             m.masks["enhancing"] = enhancing
     else:
-        _classify_ct_zone(m, pre_crop, crop, zone, criteria)
+        _classify_ct_zone(m, pre_crop, crop, zone, zone_result, criteria)
     m.full_masks = {name: _paste(post, mask) for name, mask in m.masks.items()}
     return m
 
 
 def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volume,
-                      criteria: AssessmentCriteria) -> None:
-    comps = enhancing_components(pre, post, zone, threshold_hu=criteria.equivocal_hu)
-    # components that run out of the search shell with little overlap with the zone are
-    # normal enhancing parenchyma next to the zone, not tissue of the zone
-    relevant = [c for c in comps if not (c.reaches_search_limit and c.fraction_in_zone < 0.25)]
-    rims = [c for c in relevant if c.shape is ComponentShape.RIM]
-    nodules = [c for c in relevant if c.shape is not ComponentShape.RIM]
-    enhancing = [c for c in nodules if c.mean_delta_hu >= criteria.enhancing_hu]
-    equivocal = [c for c in nodules if c.mean_delta_hu < criteria.enhancing_hu]
+                      zone_result: Any, criteria: AssessmentCriteria) -> None:
+    """Enhancing = a nodular/crescentic component found by the zone segmentation (thick,
+    compact, brighter than the zone, below the parenchyma level); a thin smooth rim is
+    reported in qc; otherwise the zone's median ΔHU (eroded) is classified."""
+    enhancing = _as_bool(zone_result.enhancing_mask)
+    rim = _as_bool(zone_result.rim_mask)
     overall = ct_enhancement(pre, post, zone, enhancing_hu=criteria.enhancing_hu,
                              equivocal_hu=criteria.equivocal_hu)
-    if enhancing:
-        worst = max(enhancing, key=lambda c: c.mean_delta_hu)
-        m.values["enhancing"] = "yes"
-        m.values["enhancement_hu"] = worst.mean_delta_hu
-        m.qc.append(
-            f"enhancing {worst.shape.value} component {worst.max_diameter_mm:.0f} mm, "
-            f"+{worst.mean_delta_hu:.0f} HU"
-        )
-        m.masks["enhancing"] = _component_mask(post, pre, zone, criteria.enhancing_hu)
-    elif equivocal or overall.classification.value == "equivocal":
-        m.values["enhancing"] = "equivocal"
-        m.values["enhancement_hu"] = max(
-            [c.mean_delta_hu for c in equivocal] + [overall.delta_hu or 0.0])
+    if enhancing.array.any():
+        nodule = ct_enhancement(pre, post, enhancing, erode_mm=0.0,
+                                enhancing_hu=criteria.enhancing_hu,
+                                equivocal_hu=criteria.equivocal_hu)
+        m.masks["enhancing"] = enhancing
+        m.values["enhancing"] = nodule.classification.value
+        m.values["enhancement_hu"] = nodule.delta_hu
+        volumes = ", ".join(f"{v:.2f} ml" for v in zone_result.nodule_volumes_ml)
+        m.qc.append(f"enhancing component(s) at the zone: {volumes}; "
+                    f"ΔHU {nodule.delta_hu if nodule.delta_hu is not None else float('nan'):+.0f}")
     else:
         m.values["enhancing"] = overall.classification.value
         m.values["enhancement_hu"] = overall.delta_hu
-    if rims:
+    if rim.array.any():
         m.qc.append("thin smooth peripheral rim enhancement (benign early post-ablation finding)")
-
-
-def _component_mask(post: Volume, pre: Volume, zone: Volume, threshold_hu: float) -> Volume:
-    """Voxels of the zone and its 3 mm shell enhancing ≥ threshold (smoothed ΔHU), for display
-    and the SEG."""
-    from scipy.ndimage import binary_dilation, gaussian_filter
-
-    spacing_kji = post.spacing_mm[::-1]
-    delta = gaussian_filter(post.array.astype(np.float32) - pre.array.astype(np.float32),
-                            1.0 / spacing_kji)
-    shell_vox = np.maximum(1, np.round(3.0 / spacing_kji)).astype(int)
-    near = binary_dilation(zone.array, np.ones(tuple(2 * shell_vox + 1), bool))
-    return post.with_array(near & (delta >= threshold_hu), modality="")
 
 
 def _paste(reference: Volume, crop: Volume) -> Volume:
