@@ -29,6 +29,11 @@ typical use:
 """
 
 
+# a clean success, a technical failure with residual tumour, a benign rim and an MR
+# follow-up: the demo shows every kind of page a radiologist will meet
+_DEMO_SCENARIOS = ("clean_success", "undercoverage", "benign_rim", "mr_followup")
+
+
 def _workers(value: str) -> int:
     n = int(value)
     if n < 1:
@@ -144,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--cores", type=_workers, default=os.cpu_count() or 1)
     p.add_argument("--small", action="store_true", help="coarse matrices (fast)")
+    p.add_argument(
+        "--scenario", action="append", dest="scenarios", metavar="NAME",
+        help="scenario (repeatable); default: " + ", ".join(_DEMO_SCENARIOS),
+    )
     p.set_defaults(handler=_cmd_demo)
     return parser
 
@@ -210,7 +219,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     synthetic = args.out / "synthetic"
     if not (synthetic / "lesions.csv").exists():
         summary = synthesize(synthetic, patients=args.patients, seed=args.seed,
-                             scenarios=None, small=args.small)
+                             scenarios=args.scenarios or list(_DEMO_SCENARIOS),
+                             small=args.small)
         print(summary.describe())
     result = run_workflow(synthetic / "archive", synthetic / "lesions.csv", args.out,
                           cores=args.cores)
