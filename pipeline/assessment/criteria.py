@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from typing import Any
 
+from measurements.enhancement import EnhancementClass  # one enum for the call, shared
+
 __all__ = ["AssessmentCriteria", "SizeReference", "EnhancementClass"]
 
 
@@ -14,13 +16,6 @@ class SizeReference(StrEnum):
 
     BASELINE = "baseline"
     FIRST_FOLLOWUP = "first_followup"
-
-
-class EnhancementClass(StrEnum):
-    YES = "yes"
-    NO = "no"
-    EQUIVOCAL = "equivocal"
-    NOT_ASSESSABLE = "not_assessable"
 
 
 @dataclass(frozen=True)
