@@ -31,6 +31,7 @@ from segmentation._common import (
     fill_holes_3d_and_slices,
     paste_into,
     point_index_kji,
+    refine_boundary,
     require_inside,
     smooth_mask,
 )
@@ -136,6 +137,13 @@ def segment_ablation_zone(
     if hull.sum() > (3.0 if centre_enhances else 2.5) * core.sum():  # not compact
         hull = core
         qc.append("ablation zone is not compact: convex completion skipped")
+    # the window [lo, hi] cuts the partial-volume border against bright parenchyma at the
+    # zone + 20 HU level: move the border to the local 50 % level, then drop thin spurs
+    hull = refine_boundary(hull, smooth, spacing, seed_kji, band_mm=2.0, min_contrast=(
+        20.0 if modality == "CT" else 0.15 * zone_level))
+    opened = smooth_mask(hull, spacing, 2.0)
+    if opened.sum() > 0.8 * hull.sum():
+        hull = fill_holes_3d_and_slices(opened)
 
     if enhancement is not None:
         enhancing = enhancement >= (ENHANCING_HU if modality == "CT" else ENHANCING_PCT)
@@ -271,15 +279,37 @@ def _enhancement(
     modality: str,
     sigma_vox: list[float],
     qc: list[str],
-) -> npt.NDArray[np.float32]:
-    """Post − pre (HU) or 100·(post − pre)/pre (%) after a local phase alignment."""
+) -> npt.NDArray[np.float32] | None:
+    """Post − pre (HU) or 100·(post − pre)/pre (%) after a local phase alignment, or
+    None when the pre-contrast image cannot be matched to the post image."""
     from segmentation.registration import register_phases, resample_to
 
     reg = register_phases(crop, pre, center, radius_mm=20.0)
-    qc.extend(reg.qc)
-    aligned = resample_to(pre, crop, reg.transform).array.astype(np.float32)
     post_s = ndi.gaussian_filter(crop.array.astype(np.float32), sigma_vox)
-    pre_s = ndi.gaussian_filter(aligned, sigma_vox)
+    ball = _distance_mm(crop.array.shape, point_index_kji(crop, center), crop.spacing_mm) <= 20.0
+    scale = 1.0 if modality == "CT" else max(float(np.median(post_s[ball])), 1e-3) / 100.0
+    # the local alignment can fail (a wrong optimum, the pre-contrast FOV missing the
+    # site): keep whichever of {aligned, as given} disagrees least with the post image
+    # around the centre (the zone does not enhance); give up when neither is plausible
+    best: tuple[float, npt.NDArray[np.float32], bool] | None = None
+    for transform in ([reg.transform] if reg.ok else []) + [None]:
+        aligned = resample_to(pre, crop, transform).array.astype(np.float32)
+        pre_try = np.asarray(ndi.gaussian_filter(aligned, sigma_vox))
+        mismatch = float(np.median(np.abs(post_s[ball] - pre_try[ball]))) / scale
+        if best is None or mismatch < best[0]:
+            best = (mismatch, pre_try, transform is not None)
+    assert best is not None  # the identity is always tried
+    mismatch, pre_s, used_registration = best
+    if used_registration:
+        qc.extend(reg.qc)
+    elif reg.ok:
+        qc.append("phase alignment at the zone rejected (worse than none): pre-contrast "
+                  "used as given")
+    if mismatch > (60.0 if modality == "CT" else 40.0):
+        qc.append(f"pre-contrast image does not match the post image at the zone "
+                  f"(median difference {mismatch:.0f}): enhancement judged on the "
+                  "post-contrast level only")
+        return None
     if modality == "CT":
         return np.asarray(post_s - pre_s)
     floor = max(float(np.percentile(pre_s, 50)) * 0.05, 1e-3)
