@@ -177,6 +177,7 @@ def refine_boundary(
     *,
     band_mm: float = 1.5,
     min_contrast: float = 40.0,
+    iterations: int = 2,
 ) -> npt.NDArray[np.bool_]:
     """Move the border of ``region`` to the local 50 % level between inside and outside.
 
@@ -186,8 +187,22 @@ def refine_boundary(
     1.5–3 mm) and the outside level (a 1.5–3.5 mm shell) are averaged locally (Gaussian
     σ 3 mm, normalised) and voxels within ``band_mm`` of the border are kept iff they lie
     on the inside level's side of the midpoint. Where the local contrast is below
-    ``min_contrast`` the border is left alone (noise would decide).
+    ``min_contrast`` the border is left alone (noise would decide). Repeated
+    ``iterations`` times (the levels are re-estimated from the moved border).
     """
+    for _ in range(iterations):
+        region = _refine_once(region, smooth, spacing_mm, seed_kji, band_mm, min_contrast)
+    return region
+
+
+def _refine_once(
+    region: npt.NDArray[np.bool_],
+    smooth: npt.NDArray[np.floating[Any]],
+    spacing_mm: npt.NDArray[np.float64],
+    seed_kji: tuple[int, int, int],
+    band_mm: float,
+    min_contrast: float,
+) -> npt.NDArray[np.bool_]:
     if not region.any():
         return region
     pad = int(np.ceil(4.0 / float(np.min(spacing_mm)))) + 1
@@ -209,7 +224,12 @@ def refine_boundary(
     lvl_in, lvl_out = local_mean(inner), local_mean(outer)
     mid = 0.5 * (lvl_in + lvl_out)
     contrast = lvl_in - lvl_out
-    band = ((dist_in > 0) & (dist_in <= band_mm)) | ((dist_out > 0) & (dist_out <= band_mm))
+    # the band in a metric where a step along a thick-slice axis counts as at most
+    # ``band_mm`` (else the first slice beyond the border is never reached)
+    step = np.minimum(np.asarray(spacing_mm, float), band_mm)[::-1]
+    near_in = ndi.distance_transform_edt(reg, sampling=step) <= band_mm
+    near_out = ndi.distance_transform_edt(~reg, sampling=step) <= band_mm
+    band = (reg & near_in) | (~reg & near_out)
     band &= np.abs(contrast) >= min_contrast
     inside_side = np.where(contrast > 0, img > mid, img < mid)
     out = np.where(band, inside_side, reg)[pad:-pad, pad:-pad, pad:-pad]

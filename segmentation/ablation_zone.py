@@ -141,7 +141,7 @@ def segment_ablation_zone(
     # zone + 20 HU level: move the border to the local 50 % level, then drop thin spurs
     hull = refine_boundary(hull, smooth, spacing, seed_kji, band_mm=2.0, min_contrast=(
         20.0 if modality == "CT" else 0.15 * zone_level))
-    opened = smooth_mask(hull, spacing, 2.0)
+    opened = smooth_mask(hull, spacing, 3.5)
     if opened.sum() > 0.8 * hull.sum():
         hull = fill_holes_3d_and_slices(opened)
 
@@ -311,6 +311,10 @@ def _enhancement(
                   "post-contrast level only")
         return None
     if modality == "CT":
-        return np.asarray(post_s - pre_s)
+        # fat on the pre-contrast image cannot become soft tissue by enhancing: where it
+        # seems to, the phases are misaligned there (breathing), not enhancing
+        diff = post_s - pre_s
+        diff[(pre_s < -40.0) & (post_s > -40.0)] = 0.0
+        return np.asarray(diff)
     floor = max(float(np.percentile(pre_s, 50)) * 0.05, 1e-3)
     return np.asarray(100.0 * (post_s - pre_s) / np.maximum(pre_s, floor))
