@@ -81,3 +81,34 @@ def crop_sitk(img: sitk.Image, center_lps: npt.NDArray[np.float64], half_mm: flo
     hi = np.clip(np.ceil(idx.max(axis=0)).astype(int) + 1, 1, size)
     hi = np.maximum(hi, lo + 1)
     return sitk.RegionOfInterest(img, [int(v) for v in hi - lo], [int(v) for v in lo])
+
+
+def grid_like(img: sitk.Image, pad_vox: int) -> sitk.Image:
+    """An empty float image on ``img``'s grid extended by ``pad_vox`` voxels on every side."""
+    size = [int(s) + 2 * pad_vox for s in img.GetSize()]
+    origin = img.TransformContinuousIndexToPhysicalPoint([-float(pad_vox)] * 3)
+    out = sitk.Image(size, sitk.sitkFloat32)
+    out.SetSpacing(img.GetSpacing())
+    out.SetDirection(img.GetDirection())
+    out.SetOrigin(origin)
+    return out
+
+
+def quantize(values: npt.NDArray[np.floating], lo: float, hi: float,
+             bins: int) -> npt.NDArray[np.int64]:
+    """Bin index in [0, bins) of each value over [lo, hi] (values outside are clipped)."""
+    scale = bins / max(hi - lo, 1e-6)
+    return np.clip(((values - lo) * scale).astype(np.int64), 0, bins - 1)
+
+
+def mutual_information(joint_index: npt.NDArray[np.int64], bins: int) -> float:
+    """Mutual information (nats) of paired bin indices ``a * bins + b``."""
+    hist = np.bincount(joint_index, minlength=bins * bins).astype(np.float64)
+    total = hist.sum()
+    if total <= 0:
+        return 0.0
+    p = hist.reshape(bins, bins) / total
+    pa = p.sum(axis=1, keepdims=True)
+    pb = p.sum(axis=0, keepdims=True)
+    nz = p > 0
+    return float((p[nz] * np.log(p[nz] / (pa @ pb)[nz])).sum())

@@ -10,15 +10,22 @@ Two entry points:
 * :func:`register_rigid` — studies taken on different days (table positions hundreds of
   mm apart, supine vs prone): body centre-of-mass initialisation with candidate rotations
   of 0° and 180° about the patient S axis and a search along S, a global multi-resolution
-  Euler3D fit on a downsampled body, then a local rigid refinement on a box around the
-  lesion (focus point).
+  Euler3D fit on a downsampled body, then a search for the translation of the lesion's
+  organ against the body (the kidney slides 2–15 mm with breathing and prone
+  positioning): mutual information on a mask of the enhancing organ(s) around the lesion
+  with a rim of fat (body wall, spine, muscles and aorta excluded; metal excluded in the
+  moving image), exhaustive on a 3 mm grid over ±21 mm, best peaks refined on a 1.5 mm
+  grid with a sub-voxel parabolic fit.
 * :func:`register_phases` — phases of one study (unenhanced ↔ contrast, MR pre ↔ post):
   a local rigid fit around the lesion starting from identity (breathing shifts of mm).
 
-Both use Mattes mutual information (contrast changes intensities). The quality figure is
-the normalised cross-correlation (same modality) or the entropy correlation coefficient
-(different modalities) of the aligned images in the focus box, in [0, 1]; below a
-threshold the result has ``ok=False`` and a "registration doubtful: ..." qc message.
+Both use mutual information (contrast changes intensities). The quality figure is the
+normalised cross-correlation (same modality) or the entropy correlation coefficient
+(different modalities) of the aligned images, in [0, 1]: for :func:`register_rigid` with
+a focus point on the lesion's organ mask, and the fit must also beat the same transform
+shifted ±6 mm along each axis (a lesion region misaligned by more than ~5 mm has a better
+neighbour); otherwise in the focus box. Below a threshold the result has ``ok=False`` and
+a "registration doubtful: ..." qc message.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk
+from scipy import ndimage as ndi
 
 from pipeline.image import Volume
 from segmentation import _sitk
@@ -44,10 +52,17 @@ __all__ = [
     "registration_quality",
     "body_mask",
     "QUALITY_THRESHOLDS",
+    "ORGAN_QUALITY_THRESHOLDS",
 ]
 
 #: Minimum quality for ``ok=True``, per quality metric (see :func:`registration_quality`).
 QUALITY_THRESHOLDS: dict[str, float] = {"ncc": 0.45, "ecc": 0.12}
+#: Same, measured on the lesion's organ mask (:func:`register_rigid` with a focus point).
+ORGAN_QUALITY_THRESHOLDS: dict[str, float] = {"ncc": 0.25, "ecc": 0.08}
+#: The fit must beat the same transform shifted ±_PROBE_MM along each axis by _PEAK_MIN
+#: (quality units): a lesion region misaligned by more than ~5 mm has a better neighbour.
+_PROBE_MM = 6.0
+_PEAK_MIN = 0.03
 
 _GLOBAL_SPACING_MM = 5.0  # downsampled grid for the global step (levels 10 mm, 5 mm)
 _LOCAL_SPACING_MM = 1.5  # finest grid for the local refinement
@@ -158,11 +173,11 @@ def register_rigid(
         moving: image to align (e.g. the intra-procedural CT or a follow-up).
         fixed_mask: optional mask on the fixed grid restricting the metric.
         initial: optional starting transform (fixed → moving); skips the global search.
-        focus_point_lps: LPS point (mm, fixed image) of the lesion; enables a local rigid
-            refinement on a box of ±``focus_radius_mm`` around it, and the quality figure
-            is measured there.
-        focus_radius_mm: half size of the local box (default 40 mm: the kidney moves
-            against the body wall, a larger box lets static tissue dominate).
+        focus_point_lps: LPS point (mm, fixed image) of the lesion; enables the search
+            for the lesion's organ on a box of ±``focus_radius_mm`` around it, and the
+            quality figure is measured there.
+        focus_radius_mm: half size of the lesion box (default 40 mm; the metric mask
+            keeps only the organ around the lesion, so 60 mm boxes work as well).
         try_prone_flip: also try a 180° rotation about S (patient turned prone).
 
     Returns:
@@ -187,10 +202,14 @@ def register_rigid(
         metric = float("nan")
 
     if focus is not None:
-        transform, metric = _local_rigid(
-            f_img, m_img, f_ct, transform, focus, radius_mm, fixed_mask, notes
-        )
-    return _finish(fixed, moving, transform, metric, focus, radius_mm, notes)
+        found = _lesion_search(f_img, m_img, f_ct, m_ct, transform, focus, radius_mm,
+                               fixed_mask)
+        transform, metric = found.transform, -found.mi
+        if found.shift_mm > _SEARCH_MM - _COARSE_MM:
+            notes.append(f"registration doubtful: the lesion's organ moved "
+                         f"{found.shift_mm:.0f} mm against the body (search limit)")
+    return _finish(fixed, moving, transform, metric, focus, radius_mm, notes,
+                   organ=focus is not None)
 
 
 def register_phases(
@@ -243,8 +262,198 @@ def registration_quality(
     same = (fixed.modality or "").upper() == (moving.modality or "").upper() and (
         is_ct(fixed) == is_ct(moving)
     )
-    return _quality(f_img, m_img, is_ct(fixed), transform, focus, radius_mm, same)
+    return _quality(f_img, m_img, is_ct(fixed), transform, focus, radius_mm, same)[:3]
 
+
+# ---------------------------------------------------------------- lesion-region search
+_SEARCH_MM = 21.0  # organ (kidney) shift vs the body searched around the global fit
+_COARSE_MM = 3.0
+_FINE_MM = 1.5
+_ORGAN_HU = (95.0, 350.0)  # enhancing parenchyma (kidney, liver, spleen) on contrast CT
+_METAL_HU = 1000.0
+
+
+@dataclass(frozen=True)
+class _Search:
+    transform: sitk.Transform
+    mi: float
+    shift_mm: float  # organ shift found against the start transform
+    organ: bool  # an enhancing organ around the lesion defined the metric mask
+
+
+def _organ_mask(f_arr: npt.NDArray[np.float32], box: sitk.Image, focus: npt.NDArray[np.float64],
+                ct: bool) -> tuple[npt.NDArray[np.bool_], bool]:
+    """Metric mask on the fixed box: the enhancing organ(s) next to the lesion (kidney,
+    and liver/spleen touching it: they move together with breathing) with a rim of the
+    fat around them; the static body wall, spine, muscles and aorta are left out. Without
+    an enhancing organ (unenhanced or MR reference): the body in a ball around the lesion,
+    bone excluded."""
+    spacing = np.asarray(box.GetSpacing(), dtype=float)
+    kji = np.indices(f_arr.shape, dtype=np.float32)
+    idx = np.asarray(box.TransformPhysicalPointToContinuousIndex(tuple(float(v) for v in focus)))
+    dist2 = sum(((kji[2 - a] - idx[a]) * spacing[a]) ** 2 for a in range(3))
+    if ct:
+        body = f_arr > BODY_THRESHOLD_HU
+        organ = (f_arr > _ORGAN_HU[0]) & (f_arr < _ORGAN_HU[1])
+        organ = ndi.binary_opening(organ, iterations=1)
+        labels, n = ndi.label(organ)
+        keep = np.zeros(n + 1, dtype=bool)
+        if n:
+            near = labels[(dist2 <= 30.0**2) & organ]
+            sizes = np.bincount(labels.ravel(), minlength=n + 1)
+            min_vox = 5000.0 / float(np.prod(spacing))  # ≥ 5 ml
+            for lab in np.unique(near):
+                keep[lab] = sizes[lab] >= min_vox
+        keep[0] = False
+        if keep.any():
+            mask = keep[labels]
+            for k in range(mask.shape[0]):
+                mask[k] = ndi.binary_fill_holes(mask[k])
+            rim = max(1, round(6.0 / float(spacing.min())))
+            mask = ndi.binary_dilation(mask, iterations=rim) & body
+            return mask, True
+        mask = body & (f_arr < 300.0)
+    else:
+        mask = f_arr > 0.05 * float(f_arr.max())
+    return mask & (dist2 <= 40.0**2), False
+
+
+def _warped(m_img: sitk.Image, f_box: sitk.Image, start: sitk.Transform, pad: int,
+            ct: bool) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    """Moving image through ``start`` on the fixed box grid padded by ``pad`` voxels, and
+    the voxels usable for the metric (inside the moving image, away from metal)."""
+    grid = _sitk.grid_like(f_box, pad)
+    outside = -1.0e6
+    arr = sitk.GetArrayFromImage(
+        sitk.Resample(m_img, grid, start, sitk.sitkLinear, outside, sitk.sitkFloat32)
+    )
+    valid = arr > outside / 2
+    if ct:
+        metal = ndi.binary_dilation(arr > _METAL_HU, iterations=2)
+        valid &= ~metal
+    return arr, valid
+
+
+def _shift_scores(
+    f_bins: npt.NDArray[np.int64],
+    mask: npt.NDArray[np.bool_],
+    m_bins: npt.NDArray[np.int64],
+    valid: npt.NDArray[np.bool_],
+    pad: int,
+    shifts: npt.NDArray[np.int64],
+    bins: int,
+) -> npt.NDArray[np.float64]:
+    """MI (scaled by the usable fraction of the mask) for integer voxel shifts (i, j, k)."""
+    shape = mask.shape
+    sel = np.flatnonzero(mask)
+    fb = f_bins.ravel()[sel] * bins
+    kk, jj, ii = np.unravel_index(sel, shape)
+    out = np.empty(len(shifts))
+    stride = np.array([m_bins.shape[1] * m_bins.shape[2], m_bins.shape[2], 1])
+    base = (kk + pad) * stride[0] + (jj + pad) * stride[1] + (ii + pad)
+    m_flat, v_flat = m_bins.ravel(), valid.ravel()
+    for n, (di, dj, dk) in enumerate(shifts):
+        pos = base + (dk * stride[0] + dj * stride[1] + di)
+        ok = v_flat[pos]
+        count = int(ok.sum())
+        if count < 100:
+            out[n] = 0.0
+            continue
+        out[n] = _sitk.mutual_information(fb[ok] + m_flat[pos[ok]], bins) * count / len(sel)
+    return out
+
+
+def _level(f_img: sitk.Image, m_img: sitk.Image, start: sitk.Transform,
+           focus: npt.NDArray[np.float64], radius_mm: float, spacing_mm: float,
+           search_mm: float, ct: bool, m_ct: bool, bins: int, fixed_mask: Volume | None,
+           ) -> tuple[sitk.Image, npt.NDArray[np.bool_], bool, npt.NDArray[np.int64],
+                      npt.NDArray[np.int64], npt.NDArray[np.bool_], int]:
+    """One resolution of the search: fixed box, metric mask, whether an organ was found,
+    binned fixed and (warped, padded by the search range) moving images, usable moving
+    voxels and the padding in voxels."""
+    f_box = _sitk.downsample(_sitk.crop_sitk(f_img, focus, radius_mm), spacing_mm)
+    m_center = np.asarray(start.TransformPoint(tuple(float(v) for v in focus)))
+    m_crop = _sitk.crop_sitk(m_img, m_center, radius_mm * 1.8 + search_mm + 10.0)
+    m_crop = _sitk.downsample(m_crop, spacing_mm)
+    f_arr = sitk.GetArrayFromImage(f_box)
+    mask, organ = _organ_mask(f_arr, f_box, focus, ct)
+    if fixed_mask is not None:
+        user = sitk.Resample(
+            sitk.Cast(fixed_mask.to_sitk(), sitk.sitkUInt8), f_box, sitk.Transform(),
+            sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8,
+        )
+        mask &= sitk.GetArrayFromImage(user) > 0
+    pad = (math.ceil(search_mm / min(f_box.GetSpacing())))
+    m_arr, valid = _warped(m_crop, f_box, start, pad, m_ct)
+    fv = f_arr[mask]
+    f_lo, f_hi = np.percentile(fv, [1, 99]) if fv.size else (0.0, 1.0)
+    mv = m_arr[valid]
+    m_lo, m_hi = np.percentile(mv, [1, 99]) if mv.size else (0.0, 1.0)
+    f_bins = _sitk.quantize(f_arr, float(f_lo), float(f_hi), bins)
+    m_bins = _sitk.quantize(m_arr, float(m_lo), float(m_hi), bins)
+    return f_box, mask, organ, f_bins, m_bins, valid, pad
+
+
+def _lesion_search(f_img: sitk.Image, m_img: sitk.Image, f_ct: bool, m_ct: bool,
+                   start: sitk.Transform, focus: npt.NDArray[np.float64],
+                   radius_mm: float, fixed_mask: Volume | None = None) -> _Search:
+    """Translation of the lesion's organ against the start (body) transform: exhaustive MI
+    search on a coarse grid (±_SEARCH_MM), refinement of the best peaks on a fine grid,
+    parabolic sub-voxel fit. MI is measured on the organ mask only (the kidney slides
+    against the body wall with breathing; the lesion itself changes)."""
+    bins = 24
+    f_box, mask, organ, f_bins, m_bins, valid, pad = _level(
+        f_img, m_img, start, focus, radius_mm, _COARSE_MM, _SEARCH_MM, f_ct, m_ct, bins, fixed_mask)
+    sp = np.asarray(f_box.GetSpacing())
+    rng = np.arange(-pad, pad + 1)
+    grid = np.stack(np.meshgrid(rng, rng, rng, indexing="ij"), -1).reshape(-1, 3)
+    grid = grid[np.linalg.norm(grid * sp, axis=1) <= _SEARCH_MM]
+    scores = _shift_scores(f_bins, mask, m_bins, valid, pad, grid, bins)
+    order = np.argsort(-scores)
+    peaks: list[npt.NDArray[np.float64]] = []
+    for n in order:
+        mm = grid[n] * sp
+        if all(np.linalg.norm(mm - p) > 6.0 for p in peaks):
+            peaks.append(mm)
+        if len(peaks) == 3:
+            break
+    # fine level
+    fine_bins = 32
+    f_box2, mask2, _, f_bins2, m_bins2, valid2, pad2 = _level(
+        f_img, m_img, start, focus, radius_mm, _FINE_MM, _SEARCH_MM + 3.0, f_ct, m_ct,
+        fine_bins, fixed_mask)
+    sp2 = np.asarray(f_box2.GetSpacing())
+    local = np.stack(np.meshgrid(*(np.arange(-2, 3),) * 3, indexing="ij"), -1).reshape(-1, 3)
+    best: tuple[float, npt.NDArray[np.float64]] | None = None
+    for p in peaks:
+        c = np.round(p / sp2).astype(int)
+        cand = c + local
+        cand = cand[np.all(np.abs(cand) <= pad2, axis=1)]
+        sc = _shift_scores(f_bins2, mask2, m_bins2, valid2, pad2, cand, fine_bins)
+        table = {tuple(v): s for v, s in zip(cand.tolist(), sc, strict=True)}
+        k = int(np.argmax(sc))
+        top = cand[k].astype(float)
+        sub = top.copy()
+        for a in range(3):
+            e = np.zeros(3, dtype=int)
+            e[a] = 1
+            lo = table.get(tuple((cand[k] - e).tolist()))
+            hi = table.get(tuple((cand[k] + e).tolist()))
+            if lo is not None and hi is not None:
+                den = lo - 2 * sc[k] + hi
+                if den < 0:
+                    sub[a] += float(np.clip(0.5 * (lo - hi) / den, -0.5, 0.5))
+        if best is None or sc[k] > best[0]:
+            best = (float(sc[k]), sub * sp2)
+    if best is None:  # pragma: no cover - peaks is never empty
+        raise RuntimeError("register_rigid: no translation candidate")
+    d_idx = best[1]
+    direction = np.asarray(f_box2.GetDirection()).reshape(3, 3)
+    u = direction @ d_idx
+    comp = sitk.CompositeTransform(3)
+    comp.AddTransform(start)
+    comp.AddTransform(sitk.TranslationTransform(3, tuple(float(v) for v in u)))
+    return _Search(_as_euler(comp, focus), best[0], float(np.linalg.norm(u)), organ)
 
 # --------------------------------------------------------------------------- internals
 def _center_of_mass_lps(mask: npt.NDArray[np.bool_], img: sitk.Image) -> npt.NDArray[np.float64]:
@@ -476,29 +685,55 @@ def _quality(
     focus: npt.NDArray[np.float64] | None,
     radius_mm: float,
     same_modality: bool,
-) -> tuple[float, str, float]:
+    probe_mm: float = 0.0,
+    organ: bool = False,
+) -> tuple[float, str, float, float]:
+    """(quality, metric name, covered fraction of the box, best quality with the moving
+    image shifted ±``probe_mm`` along each axis; NaN when not probed). Around a focus the
+    figure is measured on the lesion's organ mask (see :func:`_organ_mask`)."""
     f_box = f_img if focus is None else _sitk.crop_sitk(f_img, focus, radius_mm)
     f_box = _sitk.downsample(f_box, _LOCAL_SPACING_MM if focus is not None else _GLOBAL_SPACING_MM)
     f_arr = sitk.GetArrayFromImage(f_box).astype(np.float64)
-    warped = sitk.GetArrayFromImage(
-        sitk.Resample(m_img, f_box, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    ).astype(np.float64)
+    body = f_arr > (BODY_THRESHOLD_HU if f_ct else 0.05 * float(f_arr.max()))
+    if organ and focus is not None:  # the lesion's organ: the static body wall does not tell
+        body &= _organ_mask(f_arr.astype(np.float32), f_box, focus, f_ct)[0]
+    name = "ncc" if same_modality else "ecc"
     ones = sitk.Image(m_img.GetSize(), sitk.sitkUInt8) + 1
     ones.CopyInformation(m_img)
-    inside = sitk.GetArrayFromImage(
-        sitk.Resample(ones, f_box, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    ) > 0
-    body = f_arr > (BODY_THRESHOLD_HU if f_ct else 0.05 * float(f_arr.max()))
-    covered = float(inside[body].mean()) if body.any() else 0.0
-    sel = body & inside
-    if sel.sum() < 100:
-        return 0.0, "ncc" if same_modality else "ecc", covered
-    a, b = f_arr[sel], warped[sel]
-    if same_modality:
-        sa, sb = a.std(), b.std()
-        ncc = float(((a - a.mean()) * (b - b.mean())).mean() / (sa * sb)) if sa * sb > 0 else 0.0
-        return float(np.clip(ncc, 0.0, 1.0)), "ncc", covered
-    return _ecc(a, b), "ecc", covered
+
+    def _one(tx: sitk.Transform) -> tuple[float, float]:
+        warped = sitk.GetArrayFromImage(
+            sitk.Resample(m_img, f_box, tx, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        ).astype(np.float64)
+        inside = sitk.GetArrayFromImage(
+            sitk.Resample(ones, f_box, tx, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        ) > 0
+        covered = float(inside[body].mean()) if body.any() else 0.0
+        sel = body & inside
+        if sel.sum() < 100:
+            return 0.0, covered
+        a, b = f_arr[sel], warped[sel]
+        if same_modality:
+            sa, sb = a.std(), b.std()
+            ncc = float(((a - a.mean()) * (b - b.mean())).mean() / (sa * sb)) if sa * sb > 0 \
+                else 0.0
+            return float(np.clip(ncc, 0.0, 1.0)), covered
+        return _ecc(a, b), covered
+
+    quality, covered = _one(transform)
+    probed = float("nan")
+    if probe_mm > 0 and organ and focus is not None:
+        values = []
+        for axis in range(3):
+            for sign in (-1.0, 1.0):
+                shift = np.zeros(3)
+                shift[axis] = sign * probe_mm
+                comp = sitk.CompositeTransform(3)
+                comp.AddTransform(transform)
+                comp.AddTransform(sitk.TranslationTransform(3, tuple(shift)))
+                values.append(_one(comp)[0])
+        probed = max(values)
+    return quality, name, covered, probed
 
 
 def _ecc(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64], bins: int = 32) -> float:
@@ -525,21 +760,29 @@ def _finish(
     focus: npt.NDArray[np.float64] | None,
     radius_mm: float,
     notes: list[str],
+    *,
+    organ: bool = False,
 ) -> RegistrationResult:
     f_img = _sitk.prepared(fixed)
     m_img = _sitk.prepared(moving)
     same = (fixed.modality or "").upper() == (moving.modality or "").upper() and (
         is_ct(fixed) == is_ct(moving)
     )
-    quality, name, covered = _quality(
-        f_img, m_img, is_ct(fixed), transform, focus, radius_mm, same
+    quality, name, covered, probed = _quality(
+        f_img, m_img, is_ct(fixed), transform, focus, radius_mm, same,
+        probe_mm=_PROBE_MM if organ else 0.0, organ=organ,
     )
     qc: list[str] = list(notes)
-    threshold = QUALITY_THRESHOLDS[name]
+    threshold = (ORGAN_QUALITY_THRESHOLDS if organ else QUALITY_THRESHOLDS)[name]
     if quality < threshold:
         qc.append(
             f"registration doubtful: {name} {quality:.2f} < {threshold:.2f} in the "
-            f"{'lesion box' if focus is not None else 'body'}"
+            f"{'lesion region' if organ else 'lesion box' if focus is not None else 'body'}"
+        )
+    if organ and not quality - probed >= _PEAK_MIN:
+        qc.append(
+            f"registration doubtful: the lesion region is no clear optimum ({name} "
+            f"{quality:.2f} at the fit, {probed:.2f} {_PROBE_MM:.0f} mm away)"
         )
     if covered < 0.5:
         qc.append(
