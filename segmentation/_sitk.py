@@ -51,6 +51,10 @@ def downsample(img: sitk.Image, spacing_mm: float) -> sitk.Image:
     new = np.maximum(old, spacing_mm)
     if np.allclose(new, old):
         return img
+    factors = np.maximum(np.floor(new / old / 2.0), 1).astype(int)
+    if np.any(factors > 1):  # block averages first: smoothing a 512² image is the cost
+        img = sitk.BinShrink(img, [int(f) for f in factors])
+        old = np.asarray(img.GetSpacing(), dtype=float)
     sigma = np.sqrt(np.maximum(new**2 - old**2, 0.0)) / 2.0
     smooth = sitk.SmoothingRecursiveGaussian(img, [float(max(s, 1e-3)) for s in sigma])
     size = np.maximum(np.round(np.asarray(img.GetSize()) * old / new), 1).astype(int)

@@ -209,7 +209,7 @@ def register_rigid(
             notes.append(f"registration doubtful: the lesion's organ moved "
                          f"{found.shift_mm:.0f} mm against the body (search limit)")
     return _finish(fixed, moving, transform, metric, focus, radius_mm, notes,
-                   organ=focus is not None)
+                   organ=focus is not None, prepared=(f_img, m_img))
 
 
 def register_phases(
@@ -240,7 +240,8 @@ def register_phases(
         f_img, m_img, is_ct(fixed), _as_euler(start, focus), focus,
         float(radius_mm), None, notes, translation_only=translation_only,
     )
-    return _finish(fixed, moving, transform, metric, focus, float(radius_mm), notes)
+    return _finish(fixed, moving, transform, metric, focus, float(radius_mm), notes,
+                   prepared=(f_img, m_img))
 
 
 def registration_quality(
@@ -271,6 +272,7 @@ _COARSE_MM = 3.0
 _FINE_MM = 1.5
 _ORGAN_HU = (95.0, 350.0)  # enhancing parenchyma (kidney, liver, spleen) on contrast CT
 _METAL_HU = 1000.0
+_FALLBACK_RADIUS_MM = 40.0  # metric ball around the lesion when no enhancing organ
 
 
 @dataclass(frozen=True)
@@ -315,7 +317,7 @@ def _organ_mask(f_arr: npt.NDArray[np.float32], box: sitk.Image, focus: npt.NDAr
         mask = body & (f_arr < 300.0)
     else:
         mask = f_arr > 0.05 * float(f_arr.max())
-    return mask & (dist2 <= 40.0**2), False
+    return mask & (dist2 <= _FALLBACK_RADIUS_MM**2), False
 
 
 def _warped(m_img: sitk.Image, f_box: sitk.Image, start: sitk.Transform, pad: int,
@@ -762,9 +764,12 @@ def _finish(
     notes: list[str],
     *,
     organ: bool = False,
+    prepared: tuple[sitk.Image, sitk.Image] | None = None,
 ) -> RegistrationResult:
-    f_img = _sitk.prepared(fixed)
-    m_img = _sitk.prepared(moving)
+    """Quality figure and qc notes of a transform (``prepared``: the images already
+    converted by :func:`_sitk.prepared`)."""
+    f_img, m_img = prepared if prepared is not None else (
+        _sitk.prepared(fixed), _sitk.prepared(moving))
     same = (fixed.modality or "").upper() == (moving.modality or "").upper() and (
         is_ct(fixed) == is_ct(moving)
     )
