@@ -78,3 +78,20 @@ def test_baseline_to_study_tre_at_lesion(scenario: str, key: str) -> None:
         bad = _finish(case.image, moving, _displaced(res.transform, shift), float("nan"),
                       seed, 60.0, [], organ=True)
         assert not bad.ok, f"{scenario} {key}: 7 mm off not flagged ({bad.quality:.2f})"
+
+
+@pytest.mark.parametrize("scenario", ["clean_success", "endophytic_papillary"])
+def test_unenhanced_reference_to_intra_is_right_or_flagged(scenario: str) -> None:
+    """Without contrast in the reference there is no enhancing organ to lock onto (the
+    metric falls back to a ball around the lesion, body wall included): measured TRE
+    6.4 / 8.4 mm for these two, both flagged; a result more than 2 mm off must carry
+    ok=False."""
+    case = _baseline(scenario)
+    fixed_key, key = "baseline/ct_unenhanced", "intra/ct_iceball"
+    fixed = render_series(case.plan, fixed_key)
+    seed = _true_point(case, case.key, fixed_key, case.truth["lesion"]["seed_lps"])
+    res = register_rigid(fixed, _series(scenario, key), focus_point_lps=seed,
+                         focus_radius_mm=60.0)
+    err = float(np.linalg.norm(transform_points_lps(res.transform, seed)
+                               - _true_point(case, fixed_key, key, seed)))
+    assert err <= 2.0 or not res.ok, f"{scenario}: TRE {err:.2f} mm not flagged"
