@@ -89,13 +89,63 @@ def _as_bool(mask: Volume) -> Volume:
     return mask.with_array(np.asarray(mask.array) > 0, modality="")
 
 
+def _local_ncc(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32],
+               valid: npt.NDArray[np.bool_]) -> float:
+    """Normalised cross-correlation of two images over ``valid`` voxels (−1..1)."""
+    if valid.sum() < 100:
+        return -1.0
+    x = a[valid].astype(np.float64) - a[valid].mean()
+    y = b[valid].astype(np.float64) - b[valid].mean()
+    denom = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / denom) if denom > 0 else -1.0
+
+
 def _aligned_pre(pre: Volume, post_crop: Volume, center_lps: npt.NDArray[np.float64],
-                 qc: list[str]) -> Volume:
-    """The unenhanced phase aligned (local rigid, breathing) onto the contrast crop."""
+                 qc: list[str], *, ball_mm: float = 35.0) -> Volume:
+    """The unenhanced phase aligned (local translation for breathing) onto the contrast crop.
+
+    The registered and the unregistered (same patient frame) resamplings are compared by
+    normalised cross-correlation in a ball around the lesion (soft tissue and bone edges
+    are where both phases agree) and the better one is kept, so a failed phase
+    registration never makes things worse than the scanner's own frame. Voxels the
+    unenhanced series does not cover are NaN (excluded from every ΔHU measurement),
+    never a fill value that would read as a 1000 HU enhancement.
+    """
     reg = register_phases(post_crop, pre, center_lps)
-    if not reg.ok:
+    nan = float("nan")
+    registered = resample_to(pre, post_crop, reg.transform, default_value=nan)
+    identity = resample_to(pre, post_crop, None, default_value=nan)
+    post = np.asarray(post_crop.array, dtype=np.float32)
+    ijk = np.indices(post.shape).reshape(3, -1).T[:, ::-1]
+    dist = np.linalg.norm(post_crop.index_to_lps(ijk) - center_lps, axis=1).reshape(post.shape)
+    # compare in a soft-tissue window so metal/bone extremes do not dominate
+    window = np.clip(post, -200, 400)
+    scores = []
+    for candidate in (registered, identity):
+        arr = np.asarray(candidate.array, dtype=np.float32)
+        valid = (dist <= ball_mm) & np.isfinite(arr)
+        scores.append(_local_ncc(window, np.clip(np.nan_to_num(arr), -200, 400), valid))
+    best = registered if scores[0] >= scores[1] else identity
+    if scores[1] > scores[0]:
+        qc.append(f"phase registration not better than the scanner frame "
+                  f"(NCC {scores[0]:.2f} vs {scores[1]:.2f}): unregistered phases used")
+    elif not reg.ok:
         qc.extend(reg.qc or ["phase alignment doubtful"])
-    return resample_to(pre, post_crop, reg.transform)
+    if not np.isfinite(np.asarray(best.array)).all():
+        qc.append("unenhanced series does not cover the whole lesion region")
+    return best
+
+
+def _neutral_fill(pre: Volume, post: Volume) -> Volume:
+    """Uncovered (NaN) unenhanced voxels replaced by the contrast value (ΔHU 0), for the
+    segmentation, which needs finite images."""
+    a = np.asarray(pre.array, dtype=np.float32)
+    return pre.with_array(np.where(np.isfinite(a), a, np.asarray(post.array, np.float32)))
+
+
+def _covered(mask: Volume, pre: Volume) -> Volume:
+    """The mask restricted to voxels the unenhanced series covers."""
+    return mask.with_array(np.asarray(mask.array, bool) & np.isfinite(np.asarray(pre.array)))
 
 
 def measure_tumour(
@@ -132,7 +182,8 @@ def measure_tumour(
     if contrast is not None and unenhanced is not None:
         if contrast.modality == "MR":
             pre = _aligned_pre(unenhanced, crop, seed_lps, m.qc)
-            mr = mr_enhancement(pre, crop, tumour, threshold_pct=criteria.mr_enhancing_pct)
+            mr = mr_enhancement(_neutral_fill(pre, crop), crop, _covered(tumour, pre),
+                                threshold_pct=criteria.mr_enhancing_pct)
             m.values["enhancement_pct"] = mr.enhancement_pct
             m.values["enhancing"] = mr.classification.value
         else:
@@ -197,7 +248,9 @@ def measure_zone(
     m = StudyMeasurement()
     crop = _crop_like(post, center_lps, half_mm)
     pre_crop = _aligned_pre(pre, crop, center_lps, m.qc) if pre is not None else None
-    zone_result = segment_ablation_zone(crop, pre_crop, center_lps, modality=post.modality)
+    zone_result = segment_ablation_zone(
+        crop, _neutral_fill(pre_crop, crop) if pre_crop is not None else None, center_lps,
+        modality=post.modality)
     zone = _as_bool(zone_result.zone_mask)
     m.qc.extend(zone_result.qc)
     if external and "ablation_zone" in external:
@@ -212,7 +265,8 @@ def measure_zone(
     elif post.modality == "MR":
         enhancing = _as_bool(zone_result.enhancing_mask)
         target = enhancing if enhancing.array.any() else zone
-        mr = mr_enhancement(pre_crop, crop, target, threshold_pct=criteria.mr_enhancing_pct,
+        mr = mr_enhancement(_neutral_fill(pre_crop, crop), crop, _covered(target, pre_crop),
+                            threshold_pct=criteria.mr_enhancing_pct,
                             erode_mm=0.0 if target is enhancing else 1.5)
         m.values["enhancement_pct"] = mr.enhancement_pct
         m.values["enhancing"] = mr.classification.value
@@ -237,9 +291,17 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
         nodule = ct_enhancement(pre, post, enhancing, erode_mm=0.0,
                                 enhancing_hu=criteria.enhancing_hu,
                                 equivocal_hu=criteria.equivocal_hu)
+        delta = nodule.delta_hu
+        # a dead zone reads ~0 HU on the subtraction; when it reads higher (residual
+        # misalignment, beam hardening near metal) the nodule is judged relative to it
+        bias = overall.delta_hu if overall.delta_hu is not None and overall.delta_hu > 0 else 0.0
+        if delta is not None and bias:
+            delta -= bias
+            m.qc.append(f"zone reads {bias:+.0f} HU on the subtraction: nodule enhancement "
+                        "measured relative to it")
         m.masks["enhancing"] = enhancing
-        m.values["enhancing"] = nodule.classification.value
-        m.values["enhancement_hu"] = nodule.delta_hu
+        m.values["enhancing"] = criteria.classify_ct_delta_hu(delta).value
+        m.values["enhancement_hu"] = delta
         volumes = ", ".join(f"{v:.2f} ml" for v in zone_result.nodule_volumes_ml)
         m.qc.append(f"enhancing component(s) at the zone: {volumes}; "
                     f"ΔHU {nodule.delta_hu if nodule.delta_hu is not None else float('nan'):+.0f}")
