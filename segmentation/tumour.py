@@ -119,6 +119,11 @@ def segment_tumour(
         # bright (textured) tumour lobes against parenchyma fall above ``hi``: restore them
         # through the convex hull when what it adds looks like tumour, not parenchyma
         hull = convex_hull_mask(region) & (smooth > lo)
+        if (hull & ~region).sum() > 0.5 * region.sum():
+            # a hull that would add more than half the region spans a neighbour the
+            # region touches (medulla of the kidney, another organ): keep only what a
+            # 5 mm closing fills (gaps between textured lobes), not the cap over it
+            hull &= _closed(region, spacing, 5.0)
         added = hull & ~region
         if added.sum() <= 1.0 * region.sum() and (
             not added.any() or np.median(smooth[added]) < tumour_hu + 2.0 * spread_hu
@@ -216,6 +221,16 @@ def _grow(
     region = fill_holes_3d_and_slices(region)
     region = smooth_mask(region, spacing_mm, 1.0)
     return nearest_component(region, seed_kji, spacing_mm, max_distance_mm=8.0)
+
+
+def _closed(
+    mask: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float64], radius_mm: float
+) -> npt.NDArray[np.bool_]:
+    """Morphological closing (padded, so the crop border does not erode it)."""
+    structure = ball_structure(spacing_mm, radius_mm)
+    pad = max(structure.shape)
+    closed = ndi.binary_closing(np.pad(mask, pad), structure=structure)
+    return np.asarray(closed[pad:-pad, pad:-pad, pad:-pad])
 
 
 def _touches_border(mask: npt.NDArray[np.bool_]) -> bool:
