@@ -7,11 +7,14 @@ PatientID (``safe_id``), mapped back through the manifest.
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-__all__ = ["OutputLayout", "safe_id"]
+__all__ = ["OutputLayout", "safe_id", "write_json_atomic"]
 
 
 _WILDCARD = re.compile(r"^\{\w+\}$")
@@ -37,6 +40,11 @@ class OutputLayout:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> OutputLayout:
+        """The layout of a workflow configuration's ``out`` folder (made absolute)."""
+        return cls(Path(config["out"]).resolve())
 
     # index ---------------------------------------------------------------------
     @property
@@ -116,3 +124,14 @@ class OutputLayout:
 
     def benchmark(self, stage: str, name: str = "all") -> Path:
         return self.out / "benchmarks" / stage / f"{safe_id(name)}.tsv"
+
+
+def write_json_atomic(path: Path, payload: Any) -> Path:
+    """Write JSON beside ``path`` and rename it into place, so a reader (or a resumed run)
+    never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
+    tmp.replace(path)
+    return path

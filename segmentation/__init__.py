@@ -7,6 +7,7 @@ figure per transform. Segmentation: kidney, tumour (``tumour``), ice ball and cr
 (``masks``). Nothing here imports the workflow, the outputs, the CLI or DICOM I/O.
 """
 
+from segmentation._common import paste_into
 from segmentation.ablation_zone import (
     ENHANCING_HU,
     ENHANCING_PCT,
@@ -40,6 +41,7 @@ __all__ = [
     "load_external_mask",
     "register_phases",
     "register_rigid",
+    "paste_into",
     "registration_quality",
     "resample_to",
     "segment_ablation_zone",

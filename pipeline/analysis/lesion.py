@@ -29,6 +29,7 @@ from pipeline.assessment.criteria import AssessmentCriteria
 from pipeline.image import Volume
 from segmentation import (
     load_external_mask,
+    paste_into,
     register_phases,
     resample_to,
     segment_ablation_zone,
@@ -202,7 +203,8 @@ def measure_iceball(
     half_mm: float,
     external: dict[str, Path] | None = None,
 ) -> StudyMeasurement:
-    """Intra-procedural: probes and ice ball; margin and coverage of the registered tumour.
+    """Intra-procedural: probes and ice ball; margin and coverage of the registered tumour
+    (``tumour_on_intra``: the baseline tumour carried onto the lesion crop of ``intra``).
     An external ``iceball`` mask replaces the automatic ice ball."""
     m = StudyMeasurement()
     result = segment_iceball(intra, center_lps)
@@ -221,9 +223,9 @@ def measure_iceball(
                     iceball_short_axis_mm=m.size.short_axis_mm,
                     iceball_volume_ml=m.size.volume_ml)
     if tumour_on_intra is not None:
-        tumour_full = _as_bool(tumour_on_intra)
-        m.full_masks["tumour"] = tumour_full
-        tumour = _crop_like(tumour_full, center_lps, half_mm)
+        # the registered tumour arrives on the lesion crop; the SEG needs the full grid
+        tumour = _crop_like(_as_bool(tumour_on_intra), center_lps, half_mm)
+        m.full_masks["tumour"] = _paste(intra, tumour)
         m.masks["tumour"] = tumour
         try:
             margin = ablative_margin(tumour, ice)
@@ -313,13 +315,8 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
 
 
 def _paste(reference: Volume, crop: Volume) -> Volume:
-    """A crop mask back onto the full grid of the series it was cut from."""
-    full = np.zeros(reference.array.shape, dtype=bool)
-    offset = np.rint(reference.lps_to_index(crop.origin_lps)).astype(int)
-    nk, nj, ni = crop.array.shape
-    full[offset[2]:offset[2] + nk, offset[1]:offset[1] + nj,
-         offset[0]:offset[0] + ni] = crop.array.astype(bool)
-    return reference.with_array(full, modality="")
+    """A crop mask back onto the full grid of the series it was cut from (bool)."""
+    return _as_bool(paste_into(reference, crop, np.asarray(crop.array)))
 
 
 def tumour_into(tumour_full: Volume, target: Volume, transform_baseline_to_target: Any) -> Volume:

@@ -10,7 +10,6 @@ the lesion's ``errors`` and a ``qc`` note; the other studies and lesions go on.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
@@ -33,9 +32,10 @@ from pipeline.analysis.studies import StudyPlan, plan_studies
 from pipeline.assessment.criteria import AssessmentCriteria
 from pipeline.assessment.records import LesionTimepoint, Role, timepoint_to_dict
 from pipeline.dicom.errors import DicomInputError
+from pipeline.dicom.instances import series_paths
 from pipeline.dicom.loader import load_series, write_nifti
 from pipeline.image import GeometryError, Volume
-from pipeline.layout import OutputLayout, safe_id
+from pipeline.layout import OutputLayout, safe_id, write_json_atomic
 
 __all__ = ["SeriesCache", "analyse_lesion", "read_external_masks", "stage_analyse"]
 
@@ -56,10 +56,7 @@ class SeriesCache:
         self.seconds = 0.0
 
     def paths(self, key: str) -> list[str]:
-        rows = self._instances[self._instances["series_key"] == key].sort_values("slice_index")
-        if rows.empty:
-            raise ValueError(f"series {key} not in instances.parquet")
-        return rows["path"].astype(str).drop_duplicates().tolist()
+        return series_paths(self._instances, key)
 
     def get(self, key: str | None) -> Volume | None:
         if key is None:
@@ -137,9 +134,6 @@ def analyse_lesion(
                 tumour_here = (tumour_into(tumour_full, crop, transform)
                                if tumour_full is not None else None)
                 m = measure_iceball(intra, center, tumour_here, half_mm, ext)
-                if tumour_here is not None and "tumour" in m.full_masks:
-                    # tumour transferred onto the crop; SEG needs the full grid
-                    m.full_masks["tumour"] = tumour_into(tumour_full, intra, transform)
                 key = plan.unenhanced_key or ""
             else:
                 post = cache.get(plan.contrast_key)
@@ -223,7 +217,7 @@ def stage_analyse(config: dict[str, Any], patient: str) -> dict[str, Any]:
     from pipeline.outputs.report_images import render_lesion_panels, write_rendered_json
 
     started = time.perf_counter()
-    layout = OutputLayout(Path(config["out"]).resolve())
+    layout = OutputLayout.from_config(config)
     lesions = [les for les in read_manifest(Path(config["lesions"]))
                if safe_id(les.patient_id) == patient]
     if not lesions:
@@ -302,10 +296,7 @@ def stage_analyse(config: dict[str, Any], patient: str) -> dict[str, Any]:
     out["seconds"] = round(time.perf_counter() - started, 2)
     out["loading_seconds"] = round(cache.seconds, 2)
     path = layout.analysis_json(patient_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".analysis.json.tmp")
-    tmp.write_text(json.dumps(out, indent=1, sort_keys=True, default=str))
-    tmp.replace(path)
+    write_json_atomic(path, out)
     n_tp = sum(len(e["timepoints"]) for e in out["lesions"])
     n_err = sum(len(e["errors"]) for e in out["lesions"])
     return {"patient": patient_id, "lesions": len(lesions), "timepoints": n_tp,

@@ -11,9 +11,6 @@ from pipeline.layout import OutputLayout
 __all__ = ["collect_results", "load_analysis"]
 
 
-def _layout(config: dict[str, Any]) -> OutputLayout:
-    return OutputLayout(Path(config["out"]).resolve())
-
 
 def load_analysis(path: Path) -> dict[str, Any]:
     with Path(path).open() as fh:
@@ -26,7 +23,7 @@ def collect_results(config: dict[str, Any]) -> tuple[list[Any], list[Any], list[
     from pipeline.assessment import AssessmentCriteria, assess_lesion
     from pipeline.assessment.records import LesionOutcome, timepoint_from_dict
 
-    layout = _layout(config)
+    layout = OutputLayout.from_config(config)
     criteria = AssessmentCriteria.from_mapping(config.get("criteria"))
     lesions = read_manifest(Path(config["lesions"]))
     patients = load_analysis(layout.patients_json)

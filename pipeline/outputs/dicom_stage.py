@@ -18,8 +18,9 @@ import pandas as pd
 import pydicom
 
 from pipeline.assessment.records import timepoint_from_dict
+from pipeline.dicom.instances import series_paths
 from pipeline.dicom.loader import load_series, read_nifti
-from pipeline.layout import OutputLayout
+from pipeline.layout import OutputLayout, write_json_atomic
 from pipeline.outputs.dicom_seg import (
     DicomOutputError,
     EmptySegmentationError,
@@ -27,17 +28,9 @@ from pipeline.outputs.dicom_seg import (
 )
 from pipeline.outputs.dicom_sr import write_lesion_sr
 
-__all__ = ["stage_dicom", "series_paths"]
+__all__ = ["stage_dicom"]
 
 log = logging.getLogger("cryotrack.dicom")
-
-
-def series_paths(instances: pd.DataFrame, series_key: str) -> list[str]:
-    """Files of one series in slice order, from ``instances.parquet``."""
-    rows = instances[instances["series_key"] == series_key].sort_values("slice_index")
-    if rows.empty:
-        raise ValueError(f"series {series_key} not found in instances.parquet")
-    return rows["path"].astype(str).drop_duplicates().tolist()
 
 
 def _masks_on_grid(item: dict[str, Any], patient_dir: Path, source: Any) -> dict[str, Any]:
@@ -56,7 +49,7 @@ def _masks_on_grid(item: dict[str, Any], patient_dir: Path, source: Any) -> dict
 
 def stage_dicom(config: dict[str, Any], patient: str) -> dict[str, Any]:
     """Write SEG and SR for every lesion × study of one patient (safe id)."""
-    layout = OutputLayout(Path(config["out"]).resolve())
+    layout = OutputLayout.from_config(config)
     analysis = json.loads(layout.analysis_json(patient).read_text())
     instances = pd.read_parquet(layout.index_dir / "instances.parquet")
     out_dir = layout.dicom_dir(patient)
@@ -98,7 +91,5 @@ def stage_dicom(config: dict[str, Any], patient: str) -> dict[str, Any]:
                 failed.append({"study": study, "lesion": lesion["lesion_id"],
                                "reason": str(exc)})
     payload = {"written": written, "failed": failed}
-    tmp = layout.dicom_done(patient).with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))
-    tmp.replace(layout.dicom_done(patient))
+    write_json_atomic(layout.dicom_done(patient), payload)
     return {"written": len(written), "failed": len(failed)}

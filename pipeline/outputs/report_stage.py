@@ -7,7 +7,6 @@ reads their panel records, draws the cohort charts and writes the pages.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
@@ -21,7 +20,7 @@ __all__ = ["stage_report"]
 
 
 def stage_report(config: dict[str, Any]) -> dict[str, Any]:
-    layout = OutputLayout(Path(config["out"]).resolve())
+    layout = OutputLayout.from_config(config)
     lesions, timepoints, outcomes = collect_results(config)
     patients = json.loads(layout.patients_json.read_text())
     panels = []

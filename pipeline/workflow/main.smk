@@ -17,7 +17,7 @@ WORKFLOW_DIR = Path(pipeline.workflow.__file__).resolve().parent
 configfile: WORKFLOW_DIR / "config.default.yaml"
 validate(config, WORKFLOW_DIR / "config.schema.json")
 
-L = OutputLayout(Path(config["out"]).resolve())
+L = OutputLayout.from_config(config)
 PY = shlex.quote(sys.executable)
 CONFIG_ARG = shlex.quote(json.dumps(config, sort_keys=True))
 STAGE = f"{PY} -m pipeline.workflow.stages"

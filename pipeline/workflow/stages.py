@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.analysis.results import collect_results
-from pipeline.layout import OutputLayout, safe_id
+from pipeline.layout import OutputLayout, safe_id, write_json_atomic
 
 __all__ = [
     "stage_index",
@@ -31,16 +31,6 @@ __all__ = [
 log = logging.getLogger("cryotrack.stage")
 
 
-def _layout(config: dict[str, Any]) -> OutputLayout:
-    return OutputLayout(Path(config["out"]).resolve())
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
-    tmp.replace(path)
-
 
 # ----------------------------------------------------------------------------- index
 def stage_index(config: dict[str, Any]) -> dict[str, Any]:
@@ -50,7 +40,7 @@ def stage_index(config: dict[str, Any]) -> dict[str, Any]:
     from pipeline.analysis.manifest import read_manifest
     from pipeline.dicom.index import build_index
 
-    layout = _layout(config)
+    layout = OutputLayout.from_config(config)
     lesions = read_manifest(Path(config["lesions"]))
     summary = build_index(
         Path(config["archive"]), layout.index_dir,
@@ -65,7 +55,7 @@ def stage_index(config: dict[str, Any]) -> dict[str, Any]:
     for pid in missing:
         log.warning("patient %s of the manifest has no series in the archive", pid)
     payload = {"found": found, "missing": missing}
-    _write_json(layout.patients_json, payload)
+    write_json_atomic(layout.patients_json, payload)
     return payload
 
 
@@ -77,7 +67,7 @@ def stage_tables(config: dict[str, Any]) -> dict[str, Any]:
     from pipeline.assessment import summarize_cohort
     from pipeline.outputs.tables import write_outcomes_csv, write_timepoints_csv
 
-    layout = _layout(config)
+    layout = OutputLayout.from_config(config)
     _lesions, timepoints, outcomes = collect_results(config)
     write_timepoints_csv(layout.timepoints_csv, timepoints)
     write_outcomes_csv(layout.outcomes_csv, outcomes)
@@ -93,7 +83,7 @@ def stage_tables(config: dict[str, Any]) -> dict[str, Any]:
             for o in outcomes if o.needs_review
         ],
     }
-    _write_json(layout.cohort_json, payload)
+    write_json_atomic(layout.cohort_json, payload)
     log.info("%s", cohort.describe())
     return payload
 
@@ -106,7 +96,7 @@ def stage_registry(config: dict[str, Any]) -> dict[str, Any]:
     from pipeline.analysis.studies import parse_study_date
     from pipeline.outputs.registry import LesionRecord, Registry, RunInfo, SeriesRecord
 
-    layout = _layout(config)
+    layout = OutputLayout.from_config(config)
     url = config.get("registry") or f"sqlite:///{layout.registry_sqlite}"
     lesions, timepoints, outcomes = collect_results(config)
     series = pd.read_csv(layout.series_csv, dtype=str, keep_default_na=False)
@@ -137,7 +127,7 @@ def stage_registry(config: dict[str, Any]) -> dict[str, Any]:
     safe_url = url.split("@")[-1] if "@" in url else url
     payload = {"run_uid": run.run_uid, "registry": safe_url, "lesions": len(lesions),
                "timepoints": len(timepoints), "series": len(records)}
-    _write_json(layout.registry_done, payload)
+    write_json_atomic(layout.registry_done, payload)
     return payload
 
 
