@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("out", type=Path, help="the run's output folder (with tables/)")
     p.add_argument("--truth", type=Path, required=True, help="truth.json of the archive")
+    p.add_argument("--masks", action="store_true",
+                   help="also compare every written mask with the analytic truth (Dice, "
+                   "volume, centroid distance per structure and study)")
     p.set_defaults(handler=_cmd_validate)
 
     p = sub.add_parser(
@@ -198,6 +201,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     report = compare_run(args.out / "tables", args.truth)
     print(report.describe())
+    if args.masks:
+        from fixtures.compare_masks import describe_mask_dice, mask_dice
+
+        print()
+        print(describe_mask_dice(mask_dice(args.out, args.truth)))
     return 0 if report.ok else 1
 
 
