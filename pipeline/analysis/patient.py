@@ -11,9 +11,12 @@ the lesion's ``errors`` and a ``qc`` note; the other studies and lesions go on.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +50,15 @@ _STUDY_ERRORS = (DicomInputError, GeometryError, ValueError, RuntimeError)
 
 
 class SeriesCache:
-    """Loads each series once per patient, by series_key (paths from instances.parquet)."""
+    """Loads each series once per patient, by series_key (paths from instances.parquet).
+    Thread-safe: concurrent studies asking for the same series wait for one load."""
 
     def __init__(self, instances: pd.DataFrame, gap_policy: str) -> None:
         self._instances = instances
         self._gap_policy = gap_policy
         self._cache: dict[str, Volume] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
         self.seconds = 0.0
 
     def paths(self, key: str) -> list[str]:
@@ -61,13 +67,17 @@ class SeriesCache:
     def get(self, key: str | None) -> Volume | None:
         if key is None:
             return None
-        if key not in self._cache:
-            started = time.perf_counter()
-            vol = load_series(self.paths(key), gap_policy=self._gap_policy)  # type: ignore[arg-type]
-            vol.source["series_key"] = key
-            self._cache[key] = vol
-            self.seconds += time.perf_counter() - started
-        return self._cache[key]
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._cache:
+                started = time.perf_counter()
+                vol = load_series(self.paths(key), gap_policy=self._gap_policy)  # type: ignore[arg-type]
+                vol.source["series_key"] = key
+                self._cache[key] = vol
+                with self._guard:
+                    self.seconds += time.perf_counter() - started
+            return self._cache[key]
 
 
 def _registration_to_baseline(reference: Volume, moving: Volume, seed_lps: np.ndarray,
@@ -96,58 +106,113 @@ def analyse_lesion(
     half_mm: float,
     on_measured: Callable[[StudyPlan, str, StudyMeasurement, LesionTimepoint], None],
     external: dict[tuple[str, str], Path] | None = None,
+    workers: int = 1,
 ) -> tuple[list[LesionTimepoint], list[str]]:
-    """Measure one lesion in all its studies; ``on_measured`` receives each result.
+    """Measure one lesion in all its studies; ``on_measured`` receives each result, in
+    study order, on the calling thread.
 
-    ``external`` maps (study_instance_uid, structure) to a user-supplied NIfTI mask."""
+    The baseline comes first (it gives the reference image and the tumour); the other
+    studies only need those, so ``workers`` > 1 measures them concurrently (threads: the
+    SimpleITK and scipy.ndimage kernels release the GIL). ``external`` maps
+    (study_instance_uid, structure) to a user-supplied NIfTI mask."""
+    seed = np.asarray(les.seed_lps_mm, dtype=np.float64)
+    baseline = [p for p in plans if p.role is Role.BASELINE]
+    context = _LesionContext(les, seed, cache, criteria, half_mm, external or {})
+    outcomes: dict[int, _StudyOutcome] = {}
+    for n, plan in enumerate(plans):
+        if plan.role is Role.BASELINE:
+            outcomes[n] = context.measure(plan)
+    rest = [(n, plan) for n, plan in enumerate(plans) if n not in outcomes]
+    if workers > 1 and len(rest) > 1:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="study") as pool:
+            for (n, _), outcome in zip(rest, pool.map(lambda np_: context.measure(np_[1]),
+                                                      rest), strict=True):
+                outcomes[n] = outcome
+    else:
+        for n, plan in rest:
+            outcomes[n] = context.measure(plan)
     timepoints: list[LesionTimepoint] = []
     errors: list[str] = []
-    seed = np.asarray(les.seed_lps_mm, dtype=np.float64)
-    baseline = next((p for p in plans if p.role is Role.BASELINE), None)
-    reference: Volume | None = None
-    tumour_full: Volume | None = None
-    for plan in plans:
+    for n, plan in enumerate(plans):
+        outcome = outcomes[n]
+        if outcome.measurement is not None:
+            on_measured(plan, outcome.key, outcome.measurement, outcome.timepoint)
+        if outcome.error is not None:
+            errors.append(outcome.error)
+        timepoints.append(outcome.timepoint)
+    if not baseline:
+        errors.append("no baseline study before the procedure")
+    return timepoints, errors
+
+
+@dataclass
+class _StudyOutcome:
+    timepoint: LesionTimepoint
+    measurement: StudyMeasurement | None = None
+    key: str = ""
+    error: str | None = None
+
+
+class _LesionContext:
+    """What measuring one study of a lesion needs: the baseline reference image and tumour
+    are set by the baseline study, then read (never written) by the others."""
+
+    def __init__(self, les: ManifestLesion, seed: np.ndarray, cache: SeriesCache,
+                 criteria: AssessmentCriteria, half_mm: float,
+                 external: dict[tuple[str, str], Path]) -> None:
+        self.les, self.seed, self.cache = les, seed, cache
+        self.criteria, self.half_mm, self.external = criteria, half_mm, external
+        self.reference: Volume | None = None
+        self.tumour_full: Volume | None = None
+
+    def measure(self, plan: StudyPlan) -> _StudyOutcome:
+        """Measure ``plan``; a study that cannot be measured gives its reason, not an
+        exception (the other studies go on)."""
+        les, seed, half_mm = self.les, self.seed, self.half_mm
         tp = _timepoint(les, plan, plan.modality)
-        ext = {structure: path for (study, structure), path in (external or {}).items()
+        ext = {structure: path for (study, structure), path in self.external.items()
                if study == plan.study_instance_uid}
         tp.qc.extend(plan.notes)
         try:
             if plan.role is Role.BASELINE:
-                contrast, unenh = cache.get(plan.contrast_key), cache.get(plan.unenhanced_key)
-                reference = contrast if contrast is not None else unenh
-                m = measure_tumour(contrast, unenh, seed, criteria, half_mm, ext)
+                contrast = self.cache.get(plan.contrast_key)
+                unenh = self.cache.get(plan.unenhanced_key)
+                self.reference = contrast if contrast is not None else unenh
+                m = measure_tumour(contrast, unenh, seed, self.criteria, half_mm, ext)
                 key = (plan.contrast_key or plan.unenhanced_key) or ""
-                tumour_full = m.full_masks.get("tumour")
+                self.tumour_full = m.full_masks.get("tumour")
                 tp.long_axis_mm, tp.short_axis_mm = m.size.long_axis_mm, m.size.short_axis_mm
                 tp.max_3d_diameter_mm, tp.volume_ml = m.size.max_3d_diameter_mm, m.size.volume_ml
-            elif reference is None:
+            elif self.reference is None:
                 raise ValueError("no baseline study with a usable series: cannot locate the "
                                  "lesion (the seed is given in baseline coordinates)")
             elif plan.role is Role.INTRAPROCEDURAL:
-                intra = cache.get(plan.unenhanced_key)
+                intra = self.cache.get(plan.unenhanced_key)
                 if intra is None:
                     raise ValueError("no unenhanced CT for the ice ball")
-                transform, qc, _info = _registration_to_baseline(reference, intra, seed, half_mm)
+                transform, qc, _info = _registration_to_baseline(self.reference, intra, seed,
+                                                                 half_mm)
                 tp.qc.extend(qc)
                 center = _mapped(transform, seed)
                 crop = intra.crop_around_lps(center, half_mm)
-                tumour_here = (tumour_into(tumour_full, crop, transform)
-                               if tumour_full is not None else None)
+                tumour_here = (tumour_into(self.tumour_full, crop, transform)
+                               if self.tumour_full is not None else None)
                 m = measure_iceball(intra, center, tumour_here, half_mm, ext)
                 key = plan.unenhanced_key or ""
             else:
-                post = cache.get(plan.contrast_key)
-                pre = cache.get(plan.unenhanced_key)
+                post = self.cache.get(plan.contrast_key)
+                pre = self.cache.get(plan.unenhanced_key)
                 image = post if post is not None else pre
                 if image is None:
                     raise ValueError("no usable series in this follow-up")
                 if post is None:
                     tp.qc.append("no contrast series: ablation zone measured on unenhanced CT")
-                transform, qc, _info = _registration_to_baseline(reference, image, seed, half_mm)
+                transform, qc, _info = _registration_to_baseline(self.reference, image, seed,
+                                                                 half_mm)
                 tp.qc.extend(qc)
                 center = _mapped(transform, seed)
-                m = measure_zone(image, pre if post is not None else None, center, criteria,
-                                 half_mm, ext)
+                m = measure_zone(image, pre if post is not None else None, center,
+                                 self.criteria, half_mm, ext)
                 key = (plan.contrast_key or plan.unenhanced_key) or ""
                 tp.long_axis_mm, tp.short_axis_mm = m.size.long_axis_mm, m.size.short_axis_mm
                 tp.max_3d_diameter_mm, tp.volume_ml = m.size.max_3d_diameter_mm, m.size.volume_ml
@@ -155,17 +220,13 @@ def analyse_lesion(
                 setattr(tp, name, value)
             tp.modality = (m.image.modality if m.image is not None else plan.modality) or "CT"
             tp.qc.extend(q for q in m.qc if q not in tp.qc)
-            on_measured(plan, key, m, tp)
+            return _StudyOutcome(tp, m, key)
         except _STUDY_ERRORS as exc:
             reason = f"{plan.role.value} study {plan.study_date}: {exc}"
             log.warning("lesion %s/%s: %s", les.patient_id, les.lesion_id, reason)
             log.debug("%s", traceback.format_exc())
-            errors.append(reason)
             tp.qc.append(f"not measured: {exc}")
-        timepoints.append(tp)
-    if baseline is None:
-        errors.append("no baseline study before the procedure")
-    return timepoints, errors
+            return _StudyOutcome(tp, error=reason)
 
 
 _STRUCTURES = ("tumour", "iceball", "ablation_zone")
@@ -229,6 +290,7 @@ def stage_analyse(config: dict[str, Any], patient: str) -> dict[str, Any]:
     criteria = AssessmentCriteria.from_mapping(config.get("criteria"))
     analysis_cfg = config["analysis"]
     half_mm = float(analysis_cfg["crop_half_size_mm"])
+    workers = _use_threads(int(analysis_cfg.get("threads", 1)))
     cache = SeriesCache(instances, config["loading"]["gap_policy"])
     external = read_external_masks(analysis_cfg.get("external_masks"))
     patient_dir = layout.patient_dir(patient_id)
@@ -282,7 +344,8 @@ def stage_analyse(config: dict[str, Any], patient: str) -> dict[str, Any]:
                 ))
 
         timepoints, errors = analyse_lesion(les, plans, cache, criteria, half_mm, on_measured,
-                                            external.get((les.patient_id, les.lesion_id)))
+                                            external.get((les.patient_id, les.lesion_id)),
+                                            workers=workers)
         # panel values must show the final timepoint values (set after on_measured)
         entry["timepoints"] = [timepoint_to_dict(t) for t in timepoints]
         entry["errors"].extend(errors)
@@ -301,6 +364,16 @@ def stage_analyse(config: dict[str, Any], patient: str) -> dict[str, Any]:
     n_err = sum(len(e["errors"]) for e in out["lesions"])
     return {"patient": patient_id, "lesions": len(lesions), "timepoints": n_tp,
             "errors": n_err, "seconds": out["seconds"]}
+
+
+def _use_threads(threads: int) -> int:
+    """Studies measured concurrently within a budget of ``threads`` cores: one study per
+    core, every SimpleITK filter single-threaded (by default each would start a thread
+    per core of the machine, oversubscribing it under Snakemake's core accounting)."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    return max(1, threads)
 
 
 def _refresh(panels: list[Any], timepoints: list[LesionTimepoint]) -> list[Any]:

@@ -163,10 +163,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                           "dicom"))
     parser.add_argument("--config", required=True, help="validated workflow config as JSON")
     parser.add_argument("--patient", help="safe patient id (per-patient stages)")
+    parser.add_argument("--threads", type=int,
+                        help="cores granted to this job (analyse: studies measured concurrently)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     config = json.loads(args.config)
+    if args.threads is not None and "analysis" in config:
+        config["analysis"]["threads"] = args.threads
     func = _lazy_stage(args.stage)
     started = time.perf_counter()
     log.info("stage %s starting (cryotrack %s)", args.stage, __version__)

@@ -6,13 +6,14 @@ rule analyse_patient:
         lesions=config["lesions"],
     output:
         L.analysis_json("{patient}"),
-    threads: 1
+    threads: config["analysis"].get("threads", 1)
     log:
         L.log("analyse", "{patient}"),
     benchmark:
         L.benchmark("analyse", "{patient}")
     shell:
-        "{STAGE} analyse --config {CONFIG_ARG} --patient {wildcards.patient} > {log} 2>&1"
+        "{STAGE} analyse --config {CONFIG_ARG} --patient {wildcards.patient} --threads {threads} "
+        "> {log} 2>&1"
 
 
 def analyses(wildcards):
