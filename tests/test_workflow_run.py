@@ -90,3 +90,30 @@ def test_full_resolution_numbers_match_truth(tmp_path: Path) -> None:
     assert result.returncode == 0
     report = compare_run(out / "tables", tmp_path / "syn" / "truth.json")
     assert report.ok, report.describe()
+
+
+def test_concurrent_studies_give_the_same_analysis_as_sequential(
+    small_run: tuple[Path, Path], tmp_path: Path,
+) -> None:
+    """The run measured the studies with 2 threads; one thread gives identical results."""
+    import shutil
+
+    import yaml
+
+    from pipeline.analysis.patient import stage_analyse
+
+    base, out = small_run
+    default = Path(__file__).parents[1] / "pipeline" / "workflow" / "config.default.yaml"
+    config = yaml.safe_load(default.read_text())
+    again = tmp_path / "out"
+    shutil.copytree(out / "index", again / "index")
+    config.update(archive=str(base / "syn" / "archive"), lesions=str(base / "syn" / "lesions.csv"),
+                  out=str(again))
+    config["analysis"]["threads"] = 1
+    (patient,) = [p.name for p in (out / "patients").iterdir()]
+    stage_analyse(config, patient)
+    first = json.loads((out / "patients" / patient / "analysis.json").read_text())
+    second = json.loads((again / "patients" / patient / "analysis.json").read_text())
+    assert [e["timepoints"] for e in first["lesions"]] == [
+        e["timepoints"] for e in second["lesions"]]
+    assert len(first["lesions"][0]["timepoints"]) >= 4
