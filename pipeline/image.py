@@ -210,7 +210,9 @@ class Volume:
         """A nibabel Nifti1Image (array transposed to (i, j, k), RAS affine)."""
         import nibabel as nib
 
-        data = np.ascontiguousarray(np.transpose(self.array, (2, 1, 0)))
+        # the (i, j, k) view of a C-ordered [k, j, i] array is Fortran-ordered, which is
+        # NIfTI's on-disk order: no transposing copy here or when nibabel writes it
+        data = np.transpose(self.array, (2, 1, 0))
         img = nib.Nifti1Image(data, self.affine_ras())
         img.header.set_xyzt_units("mm")
         img.set_qform(self.affine_ras(), code=1)
