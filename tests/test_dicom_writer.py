@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 from pathlib import Path
 
@@ -135,6 +136,31 @@ def test_writing_is_deterministic_and_uids_valid(tmp_path: Path):
     assert make_uid("1.2.3", "a", 1) == make_uid("1.2.3", "a", 1) != make_uid("1.2.3", "a", 2)
     with pytest.raises(ValueError, match="root"):
         make_uid("1.2.x", "a")
+
+
+@pytest.mark.parametrize("transfer_syntax", ["explicit_le", "implicit_le", "rle"])
+@pytest.mark.parametrize("modality", ["CT", "MR"])
+def test_files_are_what_pydicom_writes(tmp_path: Path, modality: str, transfer_syntax: str):
+    """Files are assembled from cached element encodings: byte for byte what pydicom's
+    save_as(enforce_file_format=True) writes for the same dataset."""
+    vol = _volume(np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5) * 7 - 100)
+    paths = write_series(
+        vol,
+        tmp_path,
+        modality=modality,
+        patient=PATIENT,
+        study=STUDY,
+        series=_series(modality + transfer_syntax, contrast_agent="Iohexol"),
+        storage="unsigned",
+        transfer_syntax=transfer_syntax,
+        extra={"InstitutionName": "Here", "EchoTime": lambda k: str(2 + k), "KVP": None},
+    )
+    paths.append(write_secondary_capture(tmp_path, patient=PATIENT, study=STUDY,
+                                         series=_series("sc" + modality + transfer_syntax)))
+    for path in paths:
+        buffer = io.BytesIO()
+        pydicom.dcmread(path).save_as(buffer, enforce_file_format=True)
+        assert buffer.getvalue() == path.read_bytes()
 
 
 def test_contrast_agent_absent_or_present(tmp_path: Path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fixtures import measure
+from fixtures import measure, render
 from fixtures.phantom import (
     lesion_mask,
     make_patient,
@@ -13,7 +13,7 @@ from fixtures.phantom import (
     render_series,
     series_layers,
 )
-from fixtures.render import Grid, render_layers, render_mask
+from fixtures.render import Grid, _gaussian_filter_in_plane, render_layers, render_mask
 from fixtures.scenarios import SCENARIOS
 from fixtures.shapes import Box, Difference, Ellipsoid, Intersection, Union
 from fixtures.tissues import Layer
@@ -218,3 +218,35 @@ def test_render_is_deterministic_and_seed_dependent():
     c = render_series(make_patient("sphere", seed=8, small=True), "fu1/ct_nephrographic")
     assert np.array_equal(a.array, b.array) and np.allclose(a.affine_lps, b.affine_lps)
     assert a.array.shape != c.array.shape or not np.array_equal(a.array, c.array)
+
+
+@pytest.mark.parametrize("sigma_px", [0.4, 0.54, 1.26, 2.9])
+def test_in_plane_gaussian_is_scipys_bit_for_bit(sigma_px):
+    ndimage = pytest.importorskip("scipy.ndimage")
+    rng = np.random.default_rng(int(sigma_px * 100))
+    for shape in [(3, 40, 27), (1, 5, 130), (2, 2, 3)]:  # incl. lines shorter than the kernel
+        noise = (rng.standard_normal(shape, dtype=np.float32) * 30).astype(np.float32)
+        ours = noise.copy()
+        _gaussian_filter_in_plane(ours, sigma_px, truncate=3.0)
+        ndimage.gaussian_filter(noise, sigma=(0, sigma_px, sigma_px), output=noise, truncate=3.0)
+        assert ours.tobytes() == noise.tobytes()
+
+
+def test_voxel_by_voxel_painting_equals_block_classification(monkeypatch):
+    """Coarse grids paint every voxel of a bounding box; classifying 2×2×1 blocks first
+    (the full-resolution path) gives the same bits."""
+    plan = make_patient("clean_success", seed=2, small=True)
+    study, series = plan.find_series("intra/ct_iceball")
+    kw = {"body_to_lps": study.body_to_lps, "mobile_shift_mm": series.mobile_shift_mm,
+          "phase": series.phase, "background": -1000.0}
+    layers = series_layers(plan, study, series)
+    per_voxel = render_layers(layers, series.grid, **kw)
+    spacing = series.grid.spacing_mm
+    monkeypatch.setattr(render, "_BLOCK_MM", 2.0 * float(spacing[0]))
+    assert render._Classifier(series.grid, np.eye(4)).block.tolist() == [2, 2, 1]
+    blocks = render_layers(layers, series.grid, **kw)
+    assert per_voxel.tobytes() == blocks.tobytes()
+    mask = render_mask(plan.lesions[0].tumour.shape, series.grid, place=study.body_to_lps)
+    monkeypatch.setattr(render, "_BLOCK_MM", 0.5)
+    assert np.array_equal(mask, render_mask(plan.lesions[0].tumour.shape, series.grid,
+                                            place=study.body_to_lps))

@@ -168,3 +168,16 @@ def test_scenario_outcome_flags(name):
     if name == "mr_followup":
         fu = truth["lesions"][0]["timepoints"][2]
         assert fu["modality"] == "MR" and "enhancement_pct" in fu
+
+
+def test_farthest_pair_is_the_brute_force_pair():
+    rng = np.random.default_rng(4)
+    t = np.linspace(0, 2 * np.pi, 90, endpoint=False)
+    clouds = [rng.normal(size=(300, 2)), rng.normal(size=(400, 3)) * [1, 2, 5],
+              np.column_stack([np.cos(t), np.sin(t)]) * 7.5,  # many (near) ties
+              np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])]  # exact ties
+    for pts in clouds:
+        diff = pts[:, None, :] - pts[None, :, :]
+        d2 = np.einsum("abk,abk->ab", diff, diff)
+        a, b = np.unravel_index(np.argmax(d2), d2.shape)
+        assert measure._farthest_pair(pts) == (a, b, d2[a, b])
