@@ -293,3 +293,24 @@ def test_dciodvfy_reports_no_errors(tmp_path: Path):
         out = subprocess.run([dciodvfy, str(f)], capture_output=True, text=True, check=False)
         errors = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")]
         assert errors == [], f"{f}: {errors}"
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.uint8])
+def test_rle_frames_equal_pydicoms_encoder(dtype: type):
+    from pydicom.pixels.encoders.native import _encode_segment
+
+    from fixtures.dicom_writer import _rle_frame
+
+    rng = np.random.default_rng(5)
+    info = np.iinfo(dtype)
+    for rows, cols in [(1, 1), (3, 7), (17, 300), (40, 129)]:
+        frame = rng.integers(info.min, info.max, (rows, cols), endpoint=True, dtype=dtype)
+        frame[: rows // 2, : cols // 2] = 7  # replicate runs, some longer than 128
+        pairs = frame[rows // 2 :]  # runs of two
+        pairs[:, 1::2] = pairs[:, : 2 * (cols // 2) : 2]
+        raw = frame.astype(frame.dtype.newbyteorder("<")).tobytes()
+        n = frame.dtype.itemsize
+        segments = [bytes(_encode_segment(raw[b::n], cols)) for b in reversed(range(n))]
+        encoded = _rle_frame(frame)
+        assert encoded[64:] == b"".join(segments)
+        assert int.from_bytes(encoded[:4], "little") == n
