@@ -218,8 +218,9 @@ def _fit_isotherm_model(
     """Signed distance map (mm, positive inside; on the crop grid, −_FAR_MM away from the
     ice) of the union of per-probe ellipsoids (radius r across the probe, aspect·r along
     it, centre ``aspect·r − beyond`` behind the tip) best matching the visible ice where
-    the image can show ice: Dice-maximising search of r, aspect and tip extension on a
-    2× subsampled box around the visible ice; None when nothing fits (Dice < 0.5).
+    the image can show ice: Dice-maximising search of r, aspect and tip extension on the
+    box around the visible ice (every voxel: a subsampled box made the optimum depend on
+    the crop's phase); None when nothing fits (Dice < 0.5).
 
     A voxel at depth t past the tip plane along the shaft (t + beyond > 0) and ρ from the
     shaft lies inside a probe's ellipsoid exactly when r ≥ (aspect²·ρ² + (t + beyond)²) /
@@ -230,11 +231,9 @@ def _fit_isotherm_model(
     lo = np.maximum(idx.min(axis=0) - margin, 0)
     hi = np.minimum(idx.max(axis=0) + margin + 1, visible.shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    sub = (slice(None, None, 2),) * 3
-    pts_s = _box_points_lps(crop, lo, hi, 2)
-    inf_s = informative[box][sub].ravel()
-    target_s = visible[box][sub].ravel() & inf_s
-    pts_s, target_s = pts_s[inf_s], target_s[inf_s]
+    pts = _box_points_lps(crop, lo, hi)
+    counted = informative[box].ravel()
+    pts_s, target_s = pts[counted], visible[box].ravel()[counted]
     n_target = int(target_s.sum())
     if n_target < 20:
         return None
@@ -261,17 +260,16 @@ def _fit_isotherm_model(
     if best is None or best[0] < _MIN_MODEL_DICE:
         return None
     out = np.full(visible.shape, -_FAR_MM, dtype=np.float32)
-    pts = _box_points_lps(crop, lo, hi, 1)
     out[box] = _ellipsoids_distance(pts, tips, axes, best[1], best[2], best[3]).reshape(
         tuple(int(v) for v in hi - lo))
     return out
 
 
-def _box_points_lps(crop: Volume, lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64],
-                    stride: int) -> npt.NDArray[np.float64]:
-    """(N, 3) LPS mm of the voxel centres of the box [lo, hi) (array order k, j, i) taken
-    every ``stride`` voxels, in C order of the box."""
-    k, j, i = (np.arange(a, b, stride, dtype=np.float64) for a, b in zip(lo, hi, strict=True))
+def _box_points_lps(crop: Volume, lo: npt.NDArray[np.int64],
+                    hi: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """(N, 3) LPS mm of the voxel centres of the box [lo, hi) (array order k, j, i), in C
+    order of the box."""
+    k, j, i = (np.arange(a, b, dtype=np.float64) for a, b in zip(lo, hi, strict=True))
     affine = crop.affine_lps
     pts = (affine[:3, 3][None, None, None, :]
            + i[None, None, :, None] * affine[:3, 0]
