@@ -17,7 +17,13 @@ from measurements.enhancement import (
     mr_enhancement,
     subtraction_image,
 )
-from measurements.margin import Margin, ablative_margin, coverage_pct
+from measurements.margin import (
+    Margin,
+    ablative_margin,
+    ablative_margin_from_distances,
+    coverage_pct,
+    signed_distance_mm,
+)
 from measurements.size import (
     AxialDiameters,
     Caliper3D,
@@ -40,7 +46,9 @@ __all__ = [
     "mesh_volume_ml",
     "Margin",
     "ablative_margin",
+    "ablative_margin_from_distances",
     "coverage_pct",
+    "signed_distance_mm",
     "EnhancementClass",
     "Enhancement",
     "MREnhancement",

@@ -21,6 +21,14 @@ Definitions:
 * **Coverage.** Tumour voxels inside the ice mask / tumour voxels × 100 (voxel count on
   the shared grid).
 
+**Distance maps.** A mask on thick slices only tells on which slice its surface ends, so
+its pole is known to ±half a slice, and the minimum over the surface picks the worst of
+these errors (a sphere's margin on 3 mm slices read 1-2 mm low). When the structures are
+known better than the grid — the ice-ball model is analytic, the tumour comes from a
+baseline series with thinner slices — they are passed as signed distance maps (mm,
+positive inside), whose zero level interpolates linearly between slices:
+:func:`ablative_margin_from_distances`.
+
 Accuracy is limited by the masks, not the method: a surface is known to about half a voxel
 along each axis (±1.25 mm along 2.5 mm slices). Both masks must be on the same grid (the
 baseline tumour registered and resampled into the intraprocedural scan).
@@ -34,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from measurements._common import (
+    EmptyMaskError,
     _bbox_kji,
     _bool_mask,
     _check_grids,
@@ -44,7 +53,8 @@ from measurements._common import (
 )
 from pipeline.image import Volume
 
-__all__ = ["Margin", "ablative_margin", "coverage_pct"]
+__all__ = ["Margin", "ablative_margin", "ablative_margin_from_distances", "coverage_pct",
+           "signed_distance_mm"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -102,18 +112,127 @@ def ablative_margin(
         raise ValueError(f"smooth_mm must be finite and >= 0, got {smooth_mm}")
     coverage = 100.0 * float(np.count_nonzero(tumour & ice)) / float(np.count_nonzero(tumour))
 
-    from scipy.ndimage import map_coordinates
-
     lo, hi = _bbox_kji(tumour | ice)
     pad = 1 + int(np.ceil(3 * smooth_mm / tumour_mask.spacing_mm.min()))
     (t_crop, i_crop), affine = _crop_padded([tumour, ice], tumour_mask, lo, hi, pad)
     sigma_vox = smooth_mm / np.linalg.norm(affine[:3, :3], axis=0)[::-1]
     _t_field, t_verts, _t_faces = _smoothed_surface(t_crop, sigma_vox)
     i_field, i_verts, i_faces = _smoothed_surface(i_crop, sigma_vox)
+    return _margin_of_surfaces(t_verts, i_field, 0.5, i_verts, i_faces, affine, coverage)
+
+
+def signed_distance_mm(mask: Volume, *, reach_mm: float = 15.0) -> Volume:
+    """Signed distance map (float32 mm, positive inside) of a binary mask's surface — the
+    surface halfway between inside and outside voxel centres — at every voxel centre,
+    clipped to ±``reach_mm``.
+
+    The distances are measured on the mask upsampled to near-isotropic voxels (each voxel
+    split into round(spacing / smallest spacing) parts per axis), where the halfway
+    surface lies half a voxel from the nearest voxel centre on either side; measured on
+    the thick-slice grid itself, a voxel next to the surface in-plane would read as close
+    as a slice neighbour and pull the zero level towards it.
+    """
+    from scipy.ndimage import distance_transform_edt, map_coordinates
+
+    inside = _bool_mask(mask, "mask", allow_empty=True)
+    out = np.full(inside.shape, -reach_mm, dtype=np.float32)
+    if not inside.any():
+        return mask.with_array(out, modality="")
+    spacing = np.linalg.norm(mask.affine_lps[:3, :3], axis=0)[::-1]  # (k, j, i)
+    lo, hi = _bbox_kji(inside)
+    pad = np.ceil(reach_mm / spacing).astype(int) + 1
+    lo, hi = np.maximum(lo - pad, 0), np.minimum(hi + pad, inside.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    factor = np.maximum(np.rint(spacing / spacing.min()), 1).astype(int)
+    fine = inside[box]
+    for axis, f in enumerate(factor):
+        fine = np.repeat(fine, int(f), axis=axis)
+    fine_spacing = spacing / factor
+    half = fine_spacing.min() / 2.0
+    d_in = distance_transform_edt(fine, sampling=fine_spacing)
+    d_out = distance_transform_edt(~fine, sampling=fine_spacing)
+    field = np.where(fine, d_in - half, half - d_out)
+    coarse_shape = hi - lo
+    centres = [(np.arange(n) * f + (f - 1) / 2.0) for n, f in zip(coarse_shape, factor,
+                                                                   strict=True)]
+    grid = np.meshgrid(*centres, indexing="ij")
+    values = map_coordinates(field, [g.ravel() for g in grid], order=1, mode="nearest")
+    out[box] = np.clip(values.reshape(tuple(int(n) for n in coarse_shape)), -reach_mm,
+                       reach_mm)
+    return mask.with_array(out, modality="")
+
+
+def ablative_margin_from_distances(tumour_distance: Volume, ice_distance: Volume) -> Margin:
+    """Minimal signed margin and coverage from signed distance maps (mm, positive inside).
+
+    The surfaces are the zero levels of the maps (marching cubes, linear interpolation
+    between voxel centres), so a surface known better than the grid — an analytic ice-ball
+    model, a tumour carried from thinner baseline slices — keeps its position between
+    thick slices. Coverage counts the voxels where both maps are positive.
+
+    Raises:
+        GeometryError: the maps are not on the same grid.
+        EmptyMaskError: either map is nowhere positive.
+    """
+    _check_grids(tumour_distance, "tumour_distance", ice_distance=ice_distance)
+    t_field = np.asarray(tumour_distance.array, dtype=np.float32)
+    i_field = np.asarray(ice_distance.array, dtype=np.float32)
+    tumour, ice = t_field > 0, i_field > 0
+    if not tumour.any():
+        raise EmptyMaskError("tumour_distance is nowhere positive (empty tumour)")
+    if not ice.any():
+        raise EmptyMaskError("ice_distance is nowhere positive (empty ice ball)")
+    coverage = 100.0 * float(np.count_nonzero(tumour & ice)) / float(np.count_nonzero(tumour))
+    lo, hi = _bbox_kji(tumour | ice)
+    # one voxel of padding, outside both structures, closes the surfaces at the crop edge
+    lo, hi = lo - 1, hi + 1
+    outside = np.float32(-1.0e3)
+    t_crop = _crop_constant(t_field, lo, hi, outside)
+    i_crop = _crop_constant(i_field, lo, hi, outside)
+    affine = tumour_distance.affine_lps.copy()
+    affine[:3, 3] = _kji_to_lps(lo[None, :].astype(np.float64), tumour_distance.affine_lps)[0]
+    t_verts, _ = _zero_surface(t_crop)
+    i_verts, i_faces = _zero_surface(i_crop)
+    return _margin_of_surfaces(t_verts, i_crop, 0.0, i_verts, i_faces, affine, coverage)
+
+
+def _crop_constant(arr: npt.NDArray[np.float32], lo: npt.NDArray[np.int64],
+                   hi: npt.NDArray[np.int64], fill: np.float32) -> npt.NDArray[np.float32]:
+    """arr[lo:hi] (array order), ``fill`` beyond the array."""
+    out = np.full(tuple(int(v) for v in hi - lo), fill, dtype=np.float32)
+    src_lo = np.maximum(lo, 0)
+    src_hi = np.minimum(hi, arr.shape)
+    dst = tuple(slice(int(a - b), int(c - b)) for a, b, c in zip(src_lo, lo, src_hi, strict=True))
+    src = tuple(slice(int(a), int(c)) for a, c in zip(src_lo, src_hi, strict=True))
+    out[dst] = arr[src]
+    return out
+
+
+def _zero_surface(field: npt.NDArray[np.float32]) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+    """Marching-cubes zero level of a signed distance map, index units (k, j, i)."""
+    from skimage.measure import marching_cubes
+
+    verts, faces, _normals, _values = marching_cubes(field, level=0.0, allow_degenerate=False)
+    return verts.astype(np.float64), faces.astype(np.int64)
+
+
+def _margin_of_surfaces(
+    t_verts: FloatArray,
+    i_field: npt.NDArray[np.float32],
+    i_level: float,
+    i_verts: FloatArray,
+    i_faces: npt.NDArray[np.int64],
+    affine: FloatArray,
+    coverage: float,
+) -> Margin:
+    """Minimum over the tumour surface vertices of the signed distance to the ice surface
+    (inside: the ice field at the vertex, trilinear, at or above ``i_level``)."""
+    from scipy.ndimage import map_coordinates
+
     t_lps = _kji_to_lps(t_verts, affine)
     i_lps = _kji_to_lps(i_verts, affine)
     dist, closest = _nearest_surface_points(t_lps, i_lps, i_faces)
-    inside = map_coordinates(i_field, t_verts.T, order=1, mode="constant") >= 0.5
+    inside = map_coordinates(i_field, t_verts.T, order=1, mode="nearest") >= i_level
     signed = np.where(inside, dist, -dist)
     best = int(np.argmin(signed))
     return Margin(

@@ -9,9 +9,11 @@
 3. Ice in fat is invisible (fat does not change attenuation when frozen) and streaks
    corrupt the rest, so the border comes from a per-probe ellipsoidal iso-therm model
    (radius across the probe, elongated along it, extending beyond the tip) fitted to
-   the visible ice (every voxel counts: frozen fat reads ~40 HU above unfrozen fat, so
-   the fat around the ball is evidence too); the final mask is the model (the visible
-   ice alone when no model fits).
+   the visible ice (every voxel that can tell counts: frozen fat reads ~40 HU above
+   unfrozen fat, so the fat around the ball is evidence too; air, and voxels darker or
+   brighter than any unfrozen soft tissue — metal streaks — tell nothing); the final mask
+   is the model (the visible ice alone when no model fits), and its signed distance map
+   gives the surface between slices for the margin.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ __all__ = ["IceballResult", "segment_iceball", "detect_probes"]
 _FAT_HU = -100.0
 _MIN_MODEL_DICE = 0.5  # agreement of the fitted model with the visible ice to accept it
 _TISSUE_HU = 35.0
+_MODEL_R_MM = (6.0, 36.0)  # range of iso-therm radii searched
+#: filtered HU outside this range tell nothing about freezing: darker than unfrozen fat
+#: is air/gas (unchanged when frozen: an ice ball reaching the skin is not cut at it) or
+#: a dark metal streak; brighter than unfrozen soft tissue is bone or a bright streak
+_INFORMATIVE_HU = (-115.0, 80.0)
+_FAR_MM = 50.0  # distance map value far from the ice ball
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,10 @@ class IceballResult:
         probe_axes_lps: (N, 3) unit vectors from each tip back along its shaft.
         ice_hu: median attenuation of the visible ice.
         qc: warnings.
+        distance_mm: signed distance map of the fitted iso-therm model (float32 mm,
+            positive inside) on a crop of the intra-procedural grid around the ice ball:
+            its zero level lies between slices where the surface does; None when the mask
+            is the visible ice (no model fitted).
     """
 
     mask: Volume
@@ -58,6 +70,7 @@ class IceballResult:
     probe_axes_lps: npt.NDArray[np.float64]
     ice_hu: float
     qc: list[str]
+    distance_mm: Volume | None
 
 
 def detect_probes(
@@ -144,15 +157,17 @@ def segment_iceball(
     visible = np.isin(labels, touching[touching > 0])
     visible = fill_holes_3d_and_slices(visible | (probes & (dist_tip < 60.0) & visible.any()))
     mask = visible
+    distance = None
     if model_in_fat and visible.any():
         # frozen fat reads ~40 HU above unfrozen fat, so fat outside the visible ice is
-        # evidence too: every voxel counts, else the model swells into the fat for free
-        model = _fit_isotherm_model(crop, visible, np.ones_like(visible), tips, axes)
-        if model is not None:
+        # evidence too: every voxel that can tell counts, else the model swells into the
+        # fat for free (see _informative)
+        distance = _fit_isotherm_model(crop, visible, _informative(filtered), tips, axes)
+        if distance is not None:
             # the fitted iso-therm is smoother and more reliable than streak-ridden
             # visible ice; visible ice beyond it is streak, probe shaft or partial volume
             # (adding it back lengthened the calipers by 2-4 mm on the phantoms)
-            mask = fill_holes_3d_and_slices(model)
+            mask = fill_holes_3d_and_slices(distance > 0)
     return IceballResult(
         mask=paste_into(intra_ct, crop, mask),
         probe_mask=paste_into(intra_ct, crop, probes),
@@ -160,6 +175,7 @@ def segment_iceball(
         probe_axes_lps=axes,
         ice_hu=ice_hu,
         qc=qc,
+        distance_mm=None if distance is None else crop.with_array(distance, modality=""),
     )
 
 
@@ -178,6 +194,11 @@ def _despeckled(
     return np.asarray(ndi.median_filter(work, size=(1, *size_ij)))
 
 
+def _informative(filtered: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+    """Voxels whose attenuation can show whether they are frozen (see _INFORMATIVE_HU)."""
+    return (filtered > _INFORMATIVE_HU[0]) & (filtered < _INFORMATIVE_HU[1])
+
+
 def _distance_to_points_mm(
     shape: tuple[int, ...], points_kji: list[tuple[int, ...]], spacing_mm: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
@@ -193,55 +214,86 @@ def _fit_isotherm_model(
     informative: npt.NDArray[np.bool_],
     tips: npt.NDArray[np.float64],
     axes: npt.NDArray[np.float64],
-) -> npt.NDArray[np.bool_] | None:
-    """Union of per-probe ellipsoids (radius r across the probe, aspect·r along it, centre
-    ``aspect·r − beyond`` behind the tip) best matching the visible ice where the image
-    can show ice (outside fat, which does not change when frozen): Dice-maximising grid
-    search of r, aspect and tip extension on a 2× subsampled box around the visible ice;
-    None when nothing fits (Dice < 0.5)."""
+) -> npt.NDArray[np.float32] | None:
+    """Signed distance map (mm, positive inside; on the crop grid, −_FAR_MM away from the
+    ice) of the union of per-probe ellipsoids (radius r across the probe, aspect·r along
+    it, centre ``aspect·r − beyond`` behind the tip) best matching the visible ice where
+    the image can show ice: Dice-maximising search of r, aspect and tip extension on the
+    box around the visible ice (every voxel: a subsampled box made the optimum depend on
+    the crop's phase); None when nothing fits (Dice < 0.5).
+
+    A voxel at depth t past the tip plane along the shaft (t + beyond > 0) and ρ from the
+    shaft lies inside a probe's ellipsoid exactly when r ≥ (aspect²·ρ² + (t + beyond)²) /
+    (2·aspect·(t + beyond)): the model grows monotonically with r, so for each (aspect,
+    beyond) the Dice of every r follows from one sort of these thresholds."""
     idx = np.argwhere(visible)
     margin = np.ceil(25.0 / crop.spacing_mm[::-1]).astype(int)
     lo = np.maximum(idx.min(axis=0) - margin, 0)
     hi = np.minimum(idx.max(axis=0) + margin + 1, visible.shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    kji = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi, strict=True)],
-                               indexing="ij"), axis=-1)
-    pts = crop.index_to_lps(kji[..., ::-1].reshape(-1, 3).astype(float)).reshape(
-        *kji.shape[:3], 3)
-    sub = (slice(None, None, 2),) * 3
-    inf_s, pts_s = informative[box][sub], pts[sub]
-    target_s = visible[box][sub] & inf_s
+    pts = _box_points_lps(crop, lo, hi)
+    counted = informative[box].ravel()
+    pts_s, target_s = pts[counted], visible[box].ravel()[counted]
     n_target = int(target_s.sum())
     if n_target < 20:
         return None
+    along = np.stack([(pts_s - tip) @ axis for tip, axis in zip(tips, axes, strict=True)])
+    across2 = np.stack([np.einsum("ij,ij->i", pts_s - tip, pts_s - tip)
+                        for tip in tips]) - along**2
+    step = 0.25
+    radii = np.arange(_MODEL_R_MM[0], _MODEL_R_MM[1], step)
     best: tuple[float, float, float, float] | None = None
-    for aspect in (1.0, 1.3, 1.6):
-        for beyond in (4.0, 8.0, 12.0):
-            for r in np.arange(6.0, 36.0, 0.5):
-                model = _ellipsoids(pts_s, tips, axes, float(r), aspect, beyond)
-                inter = int((model & target_s).sum())
-                score = 2.0 * inter / (int((model & inf_s).sum()) + n_target)
-                if best is None or score > best[0]:
-                    best = (score, float(r), aspect, beyond)
+    for aspect in np.arange(1.0, 1.61, 0.1):
+        for beyond in np.arange(0.0, 16.1, 1.0):
+            u = along + beyond
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r_in = np.where(u > 0, (aspect**2 * across2 + u**2) / (2.0 * aspect * u), np.inf)
+            # first radius of the grid at which each voxel is inside the model
+            first = np.clip(np.ceil((r_in.min(axis=0) - radii[0]) / step), 0, len(radii))
+            first = first.astype(np.int64)
+            grown = np.cumsum(np.bincount(first, minlength=len(radii) + 1)[:-1])
+            hits = np.cumsum(np.bincount(first[target_s], minlength=len(radii) + 1)[:-1])
+            dice = 2.0 * hits / (grown + n_target)
+            k = int(np.argmax(dice))
+            if best is None or dice[k] > best[0]:
+                best = (float(dice[k]), float(radii[k]), float(aspect), float(beyond))
     if best is None or best[0] < _MIN_MODEL_DICE:
         return None
-    out = np.zeros(visible.shape, dtype=bool)
-    out[box] = _ellipsoids(pts, tips, axes, best[1], best[2], best[3])
+    out = np.full(visible.shape, -_FAR_MM, dtype=np.float32)
+    out[box] = _ellipsoids_distance(pts, tips, axes, best[1], best[2], best[3]).reshape(
+        tuple(int(v) for v in hi - lo))
     return out
 
 
-def _ellipsoids(
+def _box_points_lps(crop: Volume, lo: npt.NDArray[np.int64],
+                    hi: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """(N, 3) LPS mm of the voxel centres of the box [lo, hi) (array order k, j, i), in C
+    order of the box."""
+    k, j, i = (np.arange(a, b, dtype=np.float64) for a, b in zip(lo, hi, strict=True))
+    affine = crop.affine_lps
+    pts = (affine[:3, 3][None, None, None, :]
+           + i[None, None, :, None] * affine[:3, 0]
+           + j[None, :, None, None] * affine[:3, 1]
+           + k[:, None, None, None] * affine[:3, 2])
+    return pts.reshape(-1, 3)
+
+
+def _ellipsoids_distance(
     pts: npt.NDArray[np.float64],
     tips: npt.NDArray[np.float64],
     axes: npt.NDArray[np.float64],
     r: float,
     aspect: float,
     beyond: float,
-) -> npt.NDArray[np.bool_]:
-    model = np.zeros(pts.shape[:-1], dtype=bool)
+) -> npt.NDArray[np.float32]:
+    """Approximate signed distance (mm, positive inside) to the union of the probes'
+    ellipsoids: r·(1 − √q) of each ellipsoid's normalised radius √q (exact on a sphere,
+    zero exactly on the surface), the largest over the probes."""
+    field = np.full(pts.shape[0], -np.inf)
     for tip, axis in zip(tips, axes, strict=True):
         d = pts - (tip + axis * (aspect * r - beyond))
         along = d @ axis
-        across2 = np.einsum("...i,...i->...", d, d) - along**2
-        model |= across2 / r**2 + along**2 / (aspect * r) ** 2 <= 1.0
-    return model
+        across2 = np.einsum("ij,ij->i", d, d) - along**2
+        q = across2 / r**2 + along**2 / (aspect * r) ** 2
+        field = np.maximum(field, r * (1.0 - np.sqrt(q)))
+    return np.maximum(field, -_FAR_MM).astype(np.float32)

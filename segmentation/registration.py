@@ -285,11 +285,14 @@ class _Search:
 
 def _organ_mask(f_arr: npt.NDArray[np.float32], box: sitk.Image, focus: npt.NDArray[np.float64],
                 ct: bool) -> tuple[npt.NDArray[np.bool_], bool]:
-    """Metric mask on the fixed box: the enhancing organ(s) next to the lesion (kidney,
-    and liver/spleen touching it: they move together with breathing) with a rim of the
-    fat around them; the static body wall, spine, muscles and aorta are left out. Without
-    an enhancing organ (unenhanced or MR reference): the body in a ball around the lesion,
-    bone excluded."""
+    """Metric mask on the fixed box: the enhancing organ the lesion belongs to (the
+    component nearest to it: the kidney, with a liver or spleen touching it, which moves
+    with it on breathing) with a rim of the fat around it; the static body wall, spine,
+    muscles, aorta and bowel are left out, and so are enhancing organs separated from the
+    lesion's by fat (bowel wall and liver enhance like each other in the nephrographic
+    phase, and a large one would hold the metric on the body's position instead of the
+    kidney's). Without an enhancing organ (unenhanced or MR reference): the body in a
+    ball around the lesion, bone excluded."""
     spacing = np.asarray(box.GetSpacing(), dtype=float)
     kji = np.indices(f_arr.shape, dtype=np.float32)
     idx = np.asarray(box.TransformPhysicalPointToContinuousIndex(tuple(float(v) for v in focus)))
@@ -301,12 +304,11 @@ def _organ_mask(f_arr: npt.NDArray[np.float32], box: sitk.Image, focus: npt.NDAr
         labels, n = ndi.label(organ)
         keep = np.zeros(n + 1, dtype=bool)
         if n:
-            near = labels[(dist2 <= 30.0**2) & organ]
             sizes = np.bincount(labels.ravel(), minlength=n + 1)
             min_vox = 5000.0 / float(np.prod(spacing))  # ≥ 5 ml
-            for lab in np.unique(near):
-                keep[lab] = sizes[lab] >= min_vox
-        keep[0] = False
+            near = organ & (dist2 <= 30.0**2) & (sizes[labels] >= min_vox)
+            if near.any():
+                keep[labels[near][int(np.argmin(dist2[near]))]] = True
         if keep.any():
             mask = keep[labels]
             for k in range(mask.shape[0]):

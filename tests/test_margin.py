@@ -17,7 +17,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from measurements import EmptyMaskError, ablative_margin, coverage_pct
+from measurements import (
+    EmptyMaskError,
+    ablative_margin,
+    ablative_margin_from_distances,
+    coverage_pct,
+    signed_distance_mm,
+)
 from pipeline.image import GeometryError, Volume
 from tests.test_measure_shapes import grid, lens_volume_mm3, rasterize, rotation, sphere
 
@@ -96,3 +102,49 @@ def test_grid_mismatch_and_empty_masks_are_refused() -> None:
         ablative_margin(tumour, ice.with_array(np.zeros_like(ice.array)))
     with pytest.raises(EmptyMaskError, match="tumour_mask is empty"):
         coverage_pct(tumour.with_array(np.zeros_like(tumour.array)), ice)
+
+
+def _distance_map(g: Volume, centre: np.ndarray, radius_mm: float) -> Volume:
+    from tests.test_measure_shapes import voxel_centres_lps
+
+    pts = voxel_centres_lps(g)
+    d = radius_mm - np.linalg.norm(pts - centre, axis=1)
+    return g.with_array(d.reshape(g.array.shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("offset_vox", [(0.0, 0.0, 0.0), (0.2, -0.1, 0.45), (0.0, 0.0, 0.5)])
+def test_margin_from_distances_between_thick_slices(offset_vox: tuple[float, ...]) -> None:
+    """On 3 mm slices the masks' poles sit on slices (margin off by up to a slice along S);
+    the zero levels of signed distance maps keep the surfaces between them."""
+    g = grid(CENTRE, R_ICE + 3, (0.7, 0.7, 3.0), None, offset_vox)
+    shift = np.array([0.0, 0.0, 2.0])  # tumour towards the pole: minimum along S
+    tumour = _distance_map(g, CENTRE + shift, R_TUMOUR)
+    ice = _distance_map(g, CENTRE, R_ICE)
+    m = ablative_margin_from_distances(tumour, ice)
+    assert m.min_margin_mm == pytest.approx(R_ICE - R_TUMOUR - 2.0, abs=0.2)
+    assert m.coverage_pct == pytest.approx(100.0)
+    protruding = _distance_map(g, CENTRE + np.array([0.0, 0.0, 10.0]), R_TUMOUR)
+    assert ablative_margin_from_distances(protruding, ice).min_margin_mm == pytest.approx(
+        R_ICE - R_TUMOUR - 10.0, abs=0.2)
+
+
+def test_signed_distance_of_a_mask_has_the_mask_surface() -> None:
+    """The zero level runs halfway between inside and outside voxel centres (along the
+    slice axis too); the margin between two masks' maps is as good as the masks'."""
+    g = grid(CENTRE, R_ICE + 3, SPACING)
+    ice = rasterize(g, sphere(CENTRE, R_ICE))
+    tumour = rasterize(g, sphere(CENTRE, R_TUMOUR))
+    field = np.asarray(signed_distance_mm(tumour).array)
+    inside = np.asarray(tumour.array)
+    i, j, _ = np.rint(g.lps_to_index(CENTRE)).astype(int)
+    column, col_inside = field[:, j, i], inside[:, j, i]
+    ks = np.nonzero(col_inside)[0]
+    assert column[ks.max()] == pytest.approx(SPACING[2] / 2, abs=0.05)
+    assert column[ks.max() + 1] == pytest.approx(-SPACING[2] / 2, abs=0.05)
+    assert field[inside].min() > 0 > field[~inside].max()
+    by_maps = ablative_margin_from_distances(signed_distance_mm(tumour),
+                                             signed_distance_mm(ice)).min_margin_mm
+    assert by_maps == pytest.approx(R_ICE - R_TUMOUR, abs=1.0)
+    with pytest.raises(EmptyMaskError):
+        ablative_margin_from_distances(g.with_array(np.full(g.array.shape, -1.0, np.float32)),
+                                       signed_distance_mm(ice))

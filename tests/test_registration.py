@@ -196,3 +196,25 @@ def test_register_rigid_from_wrong_initial_is_reported_doubtful(abdomen) -> None
     res = register_rigid(fixed, moving, initial=truth, focus_point_lps=kidney_lps)
     assert not res.ok
     assert any(m.startswith("registration doubtful:") for m in res.qc)
+
+
+def test_organ_mask_keeps_the_lesions_organ_not_a_separate_one() -> None:
+    """The metric mask is the enhancing organ nearest the lesion (the kidney) with its fat
+    rim; a larger enhancing organ separated from it by fat (bowel wall, liver: static
+    against the kidney's breathing shift) is left out."""
+    from segmentation.registration import _organ_mask
+
+    shape = (30, 60, 60)  # k, j, i at 2 mm
+    arr = np.full(shape, -100.0, dtype=np.float32)  # fat
+    k, j, i = np.indices(shape)
+    kidney = ((k - 15) ** 2 + (j - 20) ** 2 + (i - 20) ** 2) <= 8**2
+    other = ((k - 15) ** 2 / 12**2 + (j - 42) ** 2 / 12**2 + (i - 42) ** 2 / 14**2) <= 1
+    arr[kidney] = 170.0
+    arr[other] = 110.0
+    box = sitk.GetImageFromArray(arr)
+    box.SetSpacing((2.0, 2.0, 2.0))
+    focus = np.asarray(box.TransformContinuousIndexToPhysicalPoint((28.0, 28.0, 15.0)))
+    mask, organ = _organ_mask(arr, box, focus, True)
+    assert organ
+    assert mask[kidney].all()
+    assert not mask[other].any()

@@ -95,3 +95,27 @@ def test_unenhanced_reference_to_intra_is_right_or_flagged(scenario: str) -> Non
     err = float(np.linalg.norm(transform_points_lps(res.transform, seed)
                                - _true_point(case, fixed_key, key, seed)))
     assert err <= 2.0 or not res.ok, f"{scenario}: TRE {err:.2f} mm not flagged"
+
+
+def test_lesion_organ_search_ignores_a_separate_static_enhancing_organ() -> None:
+    """Endophytic papillary (seed 5, patient 1): a bowel/liver component within 30 mm of
+    the small intrarenal tumour, larger than the kidney part of the box and static against
+    the kidney's 15 mm breathing shift, held the search at the body's position (15 mm off,
+    unflagged). The lesion's own organ gives ≤ 2 mm; the wrong position is flagged."""
+    from fixtures.phantom import lesion_mask, make_patient
+
+    plan = make_patient("endophytic_papillary", 5, index=1)
+    key_f, key_m = "baseline/ct_nephrographic", "intra/ct_iceball"
+    fixed, moving = render_series(plan, key_f), render_series(plan, key_m)
+    tumour = np.asarray(lesion_mask(plan, key_f, "tumour").array)
+    seed = fixed.index_to_lps(np.argwhere(tumour).mean(axis=0)[::-1])
+    st_f, se_f = plan.find_series(key_f)
+    st_m, se_m = plan.find_series(key_m)
+    placement = series_placement(st_m, se_m) @ np.linalg.inv(series_placement(st_f, se_f))
+    truth = (placement @ np.r_[seed, 1.0])[:3]
+    reg = register_rigid(fixed, moving, focus_point_lps=seed, focus_radius_mm=60.0)
+    assert np.linalg.norm(transform_points_lps(reg.transform, seed) - truth) <= 2.0
+    off = truth - transform_points_lps(reg.transform, seed)
+    wrong = _finish(fixed, moving, _displaced(reg.transform, -off + np.array([0, 7.0, 13.0])),
+                    0.0, seed, 60.0, [], organ=True)
+    assert not wrong.ok

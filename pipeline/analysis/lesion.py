@@ -17,12 +17,13 @@ import numpy.typing as npt
 
 from measurements import (
     EmptyMaskError,
-    ablative_margin,
+    ablative_margin_from_distances,
     axial_diameters,
     ct_enhancement,
     max_3d_diameter_mm,
     mean_attenuation_hu,
     mr_enhancement,
+    signed_distance_mm,
     volume_ml,
 )
 from pipeline.assessment.criteria import AssessmentCriteria
@@ -35,12 +36,14 @@ from segmentation import (
     segment_ablation_zone,
     segment_iceball,
     segment_tumour,
-    transfer_mask,
 )
 
 __all__ = ["StudyMeasurement", "measure_tumour", "measure_iceball", "measure_zone", "Size"]
 
 log = logging.getLogger("cryotrack.lesion")
+
+_FAR_MM = 50.0  # signed distance given to voxels outside a distance map's box
+_DISTANCE_PAD_MM = 15.0  # distance maps reach this far beyond the tumour
 
 
 @dataclass
@@ -204,12 +207,14 @@ def measure_iceball(
     external: dict[str, Path] | None = None,
 ) -> StudyMeasurement:
     """Intra-procedural: probes and ice ball; margin and coverage of the registered tumour
-    (``tumour_on_intra``: the baseline tumour carried onto the lesion crop of ``intra``).
-    An external ``iceball`` mask replaces the automatic ice ball."""
+    (``tumour_on_intra``: the baseline tumour carried onto the lesion crop of ``intra`` as
+    a signed distance map from :func:`tumour_into`, or a binary mask). An external
+    ``iceball`` mask replaces the automatic ice ball."""
     m = StudyMeasurement()
     result = segment_iceball(intra, center_lps)
     m.qc.extend(result.qc)
     ice_full = _as_bool(result.mask)
+    external_ice = bool(external and "iceball" in external)
     if external and "iceball" in external:
         ice_full = _as_bool(load_external_mask(external["iceball"], intra))
         m.qc.append(f"ice-ball mask supplied by the user ({external['iceball'].name})")
@@ -224,11 +229,20 @@ def measure_iceball(
                     iceball_volume_ml=m.size.volume_ml)
     if tumour_on_intra is not None:
         # the registered tumour arrives on the lesion crop; the SEG needs the full grid
-        tumour = _crop_like(_as_bool(tumour_on_intra), center_lps, half_mm)
+        tumour_mm = _crop_like(tumour_on_intra, center_lps, half_mm)
+        tumour = _as_bool(tumour_mm)
         m.full_masks["tumour"] = _paste(intra, tumour)
         m.masks["tumour"] = tumour
+        # margins between the surfaces' sub-slice positions (signed distance maps): the
+        # ice-ball model's, else the mask's own
+        ice_mm = (_distance_on(result.distance_mm, crop)
+                  if result.distance_mm is not None and not external_ice
+                  else signed_distance_mm(ice))
+        if tumour_on_intra.array.dtype == bool or np.issubdtype(tumour_on_intra.array.dtype,
+                                                                np.integer):
+            tumour_mm = signed_distance_mm(tumour)
         try:
-            margin = ablative_margin(tumour, ice)
+            margin = ablative_margin_from_distances(tumour_mm, ice_mm)
             m.values["min_margin_mm"] = margin.min_margin_mm
             m.values["tumour_coverage_pct"] = margin.coverage_pct
         except EmptyMaskError as exc:
@@ -320,5 +334,28 @@ def _paste(reference: Volume, crop: Volume) -> Volume:
 
 
 def tumour_into(tumour_full: Volume, target: Volume, transform_baseline_to_target: Any) -> Volume:
-    """The baseline tumour mask carried into another study's grid through the registration."""
-    return _as_bool(transfer_mask(tumour_full, target, transform_baseline_to_target))
+    """The baseline tumour carried into another study's grid through the registration, as a
+    signed distance map (float32 mm, positive inside; ``> 0`` is the mask).
+
+    The map is computed on the baseline grid (around the tumour) and interpolated
+    linearly, so the tumour surface keeps its baseline position between the target's
+    thick slices (a nearest-neighbour mask would move each pole to a slice, by up to
+    half a slice)."""
+    tumour = np.asarray(tumour_full.array) > 0
+    if not tumour.any():
+        return target.with_array(np.full(target.array.shape, -_FAR_MM, np.float32), modality="")
+    kji = np.argwhere(tumour)
+    lo, hi = tumour_full.index_to_lps(kji.min(axis=0)[::-1]), tumour_full.index_to_lps(
+        kji.max(axis=0)[::-1])
+    half = float(np.max(np.abs(hi - lo))) / 2.0 + _DISTANCE_PAD_MM
+    around = _as_bool(tumour_full).crop_around_lps((lo + hi) / 2.0, half)
+    distance = signed_distance_mm(around)
+    inverse = transform_baseline_to_target.GetInverse()
+    return resample_to(distance, target, inverse, default_value=-_FAR_MM)
+
+
+def _distance_on(distance: Volume, grid: Volume) -> Volume:
+    """A signed distance map resampled (linear) onto ``grid``; far outside beyond its box."""
+    if distance.same_grid(grid):
+        return distance
+    return resample_to(distance, grid, None, default_value=-_FAR_MM)
