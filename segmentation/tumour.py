@@ -42,6 +42,14 @@ from segmentation._common import (
 __all__ = ["segment_tumour", "tissue_levels_hu", "transfer_mask"]
 
 _FAT_DEFAULT_HU = -100.0
+#: fat-facing surface voxels needed to fit the tumour envelope
+_MIN_FAT_FACING_VOXELS = 60
+#: opening radius that separates the tumour body from thin partial-volume bands
+_BODY_OPEN_MM = 2.5
+#: share of the region's body the envelope must hold to be trusted
+_BODY_INSIDE_FRACTION = 0.7
+#: the fitted envelope is enlarged by this factor (lobulation, fit error)
+_ENVELOPE_SCALE = 1.1
 
 
 def segment_tumour(
@@ -118,12 +126,23 @@ def segment_tumour(
     if convex_fill:
         # bright (textured) tumour lobes against parenchyma fall above ``hi``: restore them
         # through the convex hull when what it adds looks like tumour, not parenchyma
-        hull = convex_hull_mask(region) & (smooth > lo)
-        if (hull & ~region).sum() > 0.5 * region.sum():
-            # a hull that would add more than half the region spans a neighbour the
-            # region touches (medulla of the kidney, another organ): keep only what a
-            # 5 mm closing fills (gaps between textured lobes), not the cap over it
-            hull &= _closed(region, spacing, 5.0)
+        envelope = _fat_envelope(region, smooth, lo, spacing, seed_kji)
+        if envelope is not None:
+            # the contour against fat continued across the parenchyma interface: parts of
+            # the region beyond it (medulla reached through the interface) are cut, and
+            # the hull may not cross it
+            clipped = nearest_component(region & envelope, seed_kji, spacing,
+                                        max_distance_mm=8.0)
+            if clipped.sum() > 0.5 * region.sum():
+                region = clipped
+            hull = convex_hull_mask(region) & (smooth > lo) & envelope
+        else:
+            hull = convex_hull_mask(region) & (smooth > lo)
+            if (hull & ~region).sum() > 0.5 * region.sum():
+                # a hull that would add more than half the region spans a neighbour the
+                # region touches (medulla of the kidney, another organ): keep only what
+                # a 5 mm closing fills (gaps between textured lobes), not the cap over it
+                hull &= _closed(region, spacing, 5.0)
         added = hull & ~region
         if added.sum() <= 1.0 * region.sum() and (
             not added.any() or np.median(smooth[added]) < tumour_hu + 2.0 * spread_hu
@@ -221,6 +240,76 @@ def _grow(
     region = fill_holes_3d_and_slices(region)
     region = smooth_mask(region, spacing_mm, 1.0)
     return nearest_component(region, seed_kji, spacing_mm, max_distance_mm=8.0)
+
+
+def _fat_envelope(
+    region: npt.NDArray[np.bool_],
+    smooth: npt.NDArray[np.floating[Any]],
+    fat_boundary_hu: float,
+    spacing_mm: npt.NDArray[np.float64],
+    seed_kji: tuple[int, int, int],
+) -> npt.NDArray[np.bool_] | None:
+    """The ellipsoid fitted to the region's surface against fat, enlarged by 10 %.
+
+    Against fat the iso-contour is reliable; against enhancing parenchyma textured tumour
+    lobes and the medulla share the tumour's attenuation. A renal tumour is a rounded
+    mass, so its contour against fat, continued across the parenchyma interface (a
+    robust least-squares ellipsoid through the fat-facing surface voxels), bounds it
+    there. None when too little of the surface faces fat (endophytic tumour) or the fit
+    is not a closed ellipsoid around the seed.
+    """
+    # thin partial-volume bands (a neighbour's border against fat) face fat too: only the
+    # surface of the region's thick part counts
+    body = ndi.binary_opening(region, structure=ball_structure(spacing_mm, _BODY_OPEN_MM))
+    surface = body & ~ndi.binary_erosion(body)
+    outside_fat = (smooth < fat_boundary_hu) & ~region
+    facing = surface & ndi.binary_dilation(outside_fat, structure=ball_structure(spacing_mm, 1.5))
+    n_facing = int(facing.sum())
+    if n_facing < _MIN_FAT_FACING_VOXELS or n_facing < 0.1 * surface.sum():
+        return None
+    scale_kji = np.asarray(spacing_mm, float)[::-1]
+    points = (np.argwhere(facing) - np.asarray(seed_kji)) * scale_kji
+    fit = _fit_ellipsoid(points)
+    for _ in range(3):  # drop points far off the fitted surface (other organs' borders)
+        if fit is None:
+            return None
+        centre, form = fit
+        rel = points - centre
+        radius = np.linalg.norm(rel, axis=1)
+        level = np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", rel, form, rel), 1e-12))
+        residual_mm = np.abs(1.0 - 1.0 / level) * radius
+        keep = residual_mm < max(2.0, 2.5 * float(np.median(residual_mm)))
+        if keep.sum() < _MIN_FAT_FACING_VOXELS:
+            return None
+        fit = _fit_ellipsoid(points[keep])
+    if fit is None:
+        return None
+    centre, form = fit
+    grids = np.ogrid[: smooth.shape[0], : smooth.shape[1], : smooth.shape[2]]
+    rel_axes = [(g - seed_kji[a]) * scale_kji[a] - centre[a] for a, g in enumerate(grids)]
+    level2 = sum(form[a, b] * rel_axes[a] * rel_axes[b] for a in range(3) for b in range(3))
+    envelope = np.asarray(level2 <= _ENVELOPE_SCALE**2)
+    # a fit pulled off the tumour (too few or skewed points) leaves much of the body out
+    if not envelope[seed_kji] or (envelope & body).sum() < _BODY_INSIDE_FRACTION * body.sum():
+        return None
+    return envelope
+
+
+def _fit_ellipsoid(
+    points_mm: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+    """Algebraic least-squares ellipsoid through points: (centre, form) with the surface
+    at (x − centre)ᵀ form (x − centre) = 1; None unless the quadric is an ellipsoid."""
+    x, y, z = points_mm.T
+    design = np.stack([x * x, y * y, z * z, 2 * x * y, 2 * x * z, 2 * y * z, 2 * x, 2 * y,
+                       2 * z], axis=1)
+    coef = np.linalg.lstsq(design, np.ones(len(points_mm)), rcond=None)[0]
+    a, b, c, d, e, f = coef[:6]
+    quad = np.array([[a, d, e], [d, b, f], [e, f, c]])
+    if np.any(np.linalg.eigvalsh(quad) <= 0):
+        return None
+    centre = -np.linalg.solve(quad, coef[6:])
+    return centre, quad / (1.0 + centre @ quad @ centre)
 
 
 def _closed(
