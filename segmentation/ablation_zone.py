@@ -42,6 +42,9 @@ __all__ = ["ZoneResult", "segment_ablation_zone", "ENHANCING_HU", "ENHANCING_PCT
 ENHANCING_HU = 20.0
 #: MR percent signal increase threshold (ACR)
 ENHANCING_PCT = 15.0
+#: correlation of the post and pre-contrast images around the zone above which the phases
+#: show the same anatomy (a pre-contrast image shifted by 1.5 cm or more reads < 0.65)
+MIN_PHASE_NCC = 0.8
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ class ZoneResult:
         enhancing_mask: uint8 nodular/crescentic enhancing components (empty when none).
         rim_mask: uint8 thin peripheral enhancement (benign when smooth), not nodular.
         nodule_volumes_ml: volume of each enhancing component.
+        zone_enhancement: median enhancement (HU for CT, % for MR) of the zone's interior
+            (eroded 1.5 mm, nodules excluded) on the locally aligned, resolution-matched
+            subtraction; None without a usable pre-contrast image.
         qc: warnings (e.g. no pre-contrast image: enhancement judged on post only).
     """
 
@@ -60,6 +66,7 @@ class ZoneResult:
     enhancing_mask: Volume
     rim_mask: Volume
     nodule_volumes_ml: list[float] = field(default_factory=list)
+    zone_enhancement: float | None = None
     qc: list[str] = field(default_factory=list)
 
 
@@ -71,6 +78,7 @@ def segment_ablation_zone(
     modality: Literal["CT", "MR"],
     half_size_mm: float = 60.0,
     min_nodule_radius_mm: float = 2.5,
+    pre_spacing_mm: Any = None,
 ) -> ZoneResult:
     """Segment the ablation zone near ``approx_center_lps`` and its enhancing components.
 
@@ -82,6 +90,8 @@ def segment_ablation_zone(
         modality: "CT" (HU thresholds) or "MR" (percent signal increase; never HU).
         min_nodule_radius_mm: enhancing components that an opening of this radius
             removes are thin (rim), not nodules.
+        pre_spacing_mm: voxel spacing (i, j, k) of the pre-contrast series as acquired,
+            when ``pre`` was already resampled onto the post grid (default: pre's own).
     """
     if modality not in ("CT", "MR"):
         raise ValueError(f"segment_ablation_zone: modality must be 'CT' or 'MR', got {modality!r}")
@@ -95,10 +105,12 @@ def segment_ablation_zone(
     qc: list[str] = []
 
     enhancement = None  # HU (CT) or percent (MR)
+    offset = 0.0
     if pre is not None:
         # noise of a difference image is √2 × and spatially correlated: smooth more (σ 1.5 mm)
         sigma_enh_vox = [1.5 / s for s in spacing[::-1]]
-        enhancement = _enhancement(crop, pre, center, modality, sigma_enh_vox, qc)
+        native = np.asarray(pre.spacing_mm if pre_spacing_mm is None else pre_spacing_mm, float)
+        enhancement = _enhancement(crop, pre, center, modality, sigma_enh_vox, qc, native)
     else:
         qc.append("no pre-contrast image: enhancement judged on the post-contrast level only")
 
@@ -172,21 +184,27 @@ def segment_ablation_zone(
     for i in range(1, n + 1):
         comp = labels == i
         comp_level = float(np.median(level[comp]))
-        thickness_mm = float(ndi.distance_transform_edt(comp, sampling=spacing[::-1]).max())
         post_rise = (float(np.median(smooth[comp])) - zone_level) if modality == "CT" else (
             100.0 * (float(np.median(smooth[comp])) / zone_level - 1.0))
         if (comp.sum() < min_voxels or comp_level > 0.8 * parenchyma_level
-                or thickness_mm < min_nodule_radius_mm or post_rise < 0.5 * threshold):
-            # a speck, a thin rim, a sliver of normal parenchyma, or a subtraction artefact
-            # (enhancing tissue is also brighter than the zone on the post image itself)
+                or post_rise < threshold):
+            # a speck, a sliver of normal parenchyma, or a subtraction artefact: tissue
+            # that enhances by the threshold is also brighter than the dead zone by it on
+            # the post image itself (both read alike before contrast)
             continue
-        # a nodule straddles the zone edge: grow it outwards over tissue enhancing like it
-        # (not like the much brighter parenchyma), at most 1.5 × its own thickness
+        # a nodule straddles the zone edge (only its inner part lies in the envelope):
+        # grow it outwards over tissue enhancing like it (not like the much brighter
+        # parenchyma), then judge its thickness (largest inscribed ball) on the whole
+        inner_mm = float(ndi.distance_transform_edt(comp, sampling=spacing[::-1]).max())
         alike = (level >= threshold) & (level < 1.5 * comp_level) & (smooth > lo) & ~strict
         within = ndi.distance_transform_edt(~comp, sampling=spacing[::-1]) <= min(
-            2.0 * thickness_mm, 15.0)
+            2.0 * max(inner_mm, min_nodule_radius_mm), 15.0)
         grown_labels, _ = ndi.label((alike & within) | comp, structure=np.ones((3, 3, 3), bool))
         grown = np.isin(grown_labels, np.unique(grown_labels[comp]))
+        thickness_mm = float(ndi.distance_transform_edt(
+            np.pad(grown, 1), sampling=spacing[::-1]).max())
+        if thickness_mm < min_nodule_radius_mm:
+            continue  # a thin rim
         nodules |= grown | (inside & ndi.binary_dilation(comp, structure=ball_structure(
             spacing, min_nodule_radius_mm + 0.5)))
     rim = inside & ~nodules
@@ -195,11 +213,18 @@ def segment_ablation_zone(
     labels, n = ndi.label(nodules, structure=np.ones((3, 3, 3), bool))
     voxel_ml = crop.voxel_volume_mm3 / 1000.0
     volumes = [float((labels == i).sum() * voxel_ml) for i in range(1, n + 1)]
+    zone_enhancement = None
+    if enhancement is not None:
+        interior = ndi.binary_erosion(zone, structure=ball_structure(spacing, 1.5)) & ~nodules
+        pool = interior if interior.sum() > 20 else zone & ~nodules
+        if pool.any():
+            zone_enhancement = float(np.median(enhancement[pool])) + offset
     return ZoneResult(
         zone_mask=paste_into(post, crop, zone),
         enhancing_mask=paste_into(post, crop, nodules),
         rim_mask=paste_into(post, crop, rim),
         nodule_volumes_ml=volumes,
+        zone_enhancement=zone_enhancement,
         qc=qc,
     )
 
@@ -263,6 +288,14 @@ def _zone_core(
     return fill_holes_3d_and_slices(smooth_mask(core, spacing_mm, 1.0))
 
 
+def _ncc(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
+    """Normalised cross-correlation of two samples (−1..1; −1 when either is flat)."""
+    x = a.astype(np.float64) - float(a.mean())
+    y = b.astype(np.float64) - float(b.mean())
+    denom = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / denom) if denom > 0 else -1.0
+
+
 def _distance_mm(
     shape: tuple[int, ...], seed_kji: tuple[int, int, int], spacing_mm: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
@@ -279,13 +312,25 @@ def _enhancement(
     modality: str,
     sigma_vox: list[float],
     qc: list[str],
+    pre_spacing_mm: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.float32] | None:
     """Post − pre (HU) or 100·(post − pre)/pre (%) after a local phase alignment, or
-    None when the pre-contrast image cannot be matched to the post image."""
+    None when the pre-contrast image cannot be matched to the post image.
+
+    The two images are compared at the same resolution: a pre-contrast series of thicker
+    slices, resampled onto the post grid, averages each voxel with its neighbours along
+    the slice axis (slab of thickness T plus linear interpolation between slabs: variance
+    ≈ T²/4). Where the zone meets fat across a slice that blurring alone reads as
+    enhancement (tens of HU at the zone's poles); the post image is blurred by the
+    difference before subtracting."""
     from segmentation.registration import register_phases, resample_to
 
     reg = register_phases(crop, pre, center, radius_mm=20.0)
-    post_s = ndi.gaussian_filter(crop.array.astype(np.float32), sigma_vox)
+    extra_var_mm2 = np.maximum(np.asarray(pre_spacing_mm, float) ** 2
+                               - np.asarray(crop.spacing_mm, float) ** 2, 0.0) / 4.0
+    sigma_post = [float(np.hypot(s, np.sqrt(v) / sp)) for s, v, sp in zip(
+        sigma_vox, extra_var_mm2[::-1], crop.spacing_mm[::-1], strict=True)]
+    post_s = ndi.gaussian_filter(crop.array.astype(np.float32), sigma_post)
     ball = _distance_mm(crop.array.shape, point_index_kji(crop, center), crop.spacing_mm) <= 20.0
     scale = 1.0 if modality == "CT" else max(float(np.median(post_s[ball])), 1e-3) / 100.0
     # the local alignment can fail (a wrong optimum, the pre-contrast FOV missing the
@@ -305,10 +350,15 @@ def _enhancement(
     elif reg.ok:
         qc.append("phase alignment at the zone rejected (worse than none): pre-contrast "
                   "used as given")
-    if mismatch > (60.0 if modality == "CT" else 40.0):
+    # around a small zone inside enhancing parenchyma the median difference is the
+    # parenchyma's enhancement, not a mismatch: the anatomy (fat/soft-tissue edges) must
+    # then still correlate between the phases
+    window = (lambda a: np.clip(a, -200.0, 400.0)) if modality == "CT" else (lambda a: a)
+    correlation = _ncc(window(post_s[ball]), window(pre_s[ball]))
+    if mismatch > (60.0 if modality == "CT" else 40.0) and correlation < MIN_PHASE_NCC:
         qc.append(f"pre-contrast image does not match the post image at the zone "
-                  f"(median difference {mismatch:.0f}): enhancement judged on the "
-                  "post-contrast level only")
+                  f"(median difference {mismatch:.0f}, correlation {correlation:.2f}): "
+                  "enhancement judged on the post-contrast level only")
         return None
     if modality == "CT":
         # fat on the pre-contrast image cannot become soft tissue by enhancing: where it

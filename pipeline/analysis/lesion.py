@@ -252,7 +252,7 @@ def measure_zone(
     pre_crop = _aligned_pre(pre, crop, center_lps, m.qc) if pre is not None else None
     zone_result = segment_ablation_zone(
         crop, _neutral_fill(pre_crop, crop) if pre_crop is not None else None, center_lps,
-        modality=post.modality)
+        modality=post.modality, pre_spacing_mm=pre.spacing_mm if pre is not None else None)
     zone = _as_bool(zone_result.zone_mask)
     m.qc.extend(zone_result.qc)
     if external and "ablation_zone" in external:
@@ -275,16 +275,21 @@ def measure_zone(
         if enhancing.array.any():
             m.masks["enhancing"] = enhancing
     else:
-        _classify_ct_zone(m, pre_crop, crop, zone, zone_result, criteria)
+        _classify_ct_zone(m, pre_crop, crop, zone, zone_result, criteria,
+                          own_zone=not (external and "ablation_zone" in external))
     m.full_masks = {name: _paste(post, mask) for name, mask in m.masks.items()}
     return m
 
 
 def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volume,
-                      zone_result: Any, criteria: AssessmentCriteria) -> None:
+                      zone_result: Any, criteria: AssessmentCriteria, *,
+                      own_zone: bool = True) -> None:
     """Enhancing = a nodular/crescentic component found by the zone segmentation (thick,
     compact, brighter than the zone, below the parenchyma level); a thin smooth rim is
-    reported in qc; otherwise the zone's median ΔHU (eroded) is classified."""
+    reported in qc; otherwise the zone's median ΔHU (eroded) is classified, read on the
+    segmentation's subtraction when the zone is its own (phases aligned at the zone and
+    compared at the same resolution: a thick-slice or breathing-shifted unenhanced phase
+    otherwise lends the dead zone 10-15 HU of fat-edge 'enhancement')."""
     enhancing = _as_bool(zone_result.enhancing_mask)
     rim = _as_bool(zone_result.rim_mask)
     overall = ct_enhancement(pre, post, zone, enhancing_hu=criteria.enhancing_hu,
@@ -307,6 +312,9 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
         volumes = ", ".join(f"{v:.2f} ml" for v in zone_result.nodule_volumes_ml)
         m.qc.append(f"enhancing component(s) at the zone: {volumes}; "
                     f"ΔHU {nodule.delta_hu if nodule.delta_hu is not None else float('nan'):+.0f}")
+    elif own_zone and zone_result.zone_enhancement is not None:
+        m.values["enhancing"] = criteria.classify_ct_delta_hu(zone_result.zone_enhancement).value
+        m.values["enhancement_hu"] = zone_result.zone_enhancement
     else:
         m.values["enhancing"] = overall.classification.value
         m.values["enhancement_hu"] = overall.delta_hu
