@@ -56,9 +56,8 @@ class ZoneResult:
         enhancing_mask: uint8 nodular/crescentic enhancing components (empty when none).
         rim_mask: uint8 thin peripheral enhancement (benign when smooth), not nodular.
         nodule_volumes_ml: volume of each enhancing component.
-        zone_enhancement: median enhancement (HU for CT, % for MR) of the zone's interior
-            (eroded 1.5 mm, nodules excluded) on the locally aligned, resolution-matched
-            subtraction; None without a usable pre-contrast image.
+        pre_aligned: the pre-contrast image aligned at the zone, on the grid of the crop
+            of ``post`` that was segmented (None when it could not be matched).
         qc: warnings (e.g. no pre-contrast image: enhancement judged on post only).
     """
 
@@ -66,7 +65,7 @@ class ZoneResult:
     enhancing_mask: Volume
     rim_mask: Volume
     nodule_volumes_ml: list[float] = field(default_factory=list)
-    zone_enhancement: float | None = None
+    pre_aligned: Volume | None = None
     qc: list[str] = field(default_factory=list)
 
 
@@ -105,18 +104,20 @@ def segment_ablation_zone(
     qc: list[str] = []
 
     enhancement = None  # HU (CT) or percent (MR)
-    offset = 0.0
+    pre_aligned = None
     if pre is not None:
         # noise of a difference image is √2 × and spatially correlated: smooth more (σ 1.5 mm)
         sigma_enh_vox = [1.5 / s for s in spacing[::-1]]
         native = np.asarray(pre.spacing_mm if pre_spacing_mm is None else pre_spacing_mm, float)
-        enhancement = _enhancement(crop, pre, center, modality, sigma_enh_vox, qc, native)
+        enhancement, pre_aligned = _enhancement(crop, pre, center, modality, sigma_enh_vox, qc,
+                                                native)
     else:
         qc.append("no pre-contrast image: enhancement judged on the post-contrast level only")
 
     raw_threshold = ENHANCING_HU if modality == "CT" else ENHANCING_PCT
     enhancing_raw = None if enhancement is None else enhancement >= raw_threshold
-    zone_level, low_level = _levels(smooth, seed_kji, spacing, modality, enhancing_raw)
+    zone_level, low_level = _levels(smooth, seed_kji, spacing, modality, enhancement,
+                                    raw_threshold)
     if modality == "CT":
         lo = 0.5 * (low_level + zone_level)
         hi = zone_level + ENHANCING_HU
@@ -139,6 +140,15 @@ def segment_ablation_zone(
                       "subtraction: enhancement measured relative to it")
         enhancement = enhancement - offset
     core = _zone_core(smooth, enhancement, lo, hi, threshold, seed_kji, spacing)
+    if not core.any() and enhancement is not None:
+        # no tissue reads below the threshold at the centre: a zone smaller than the
+        # pre-contrast slices resolve (its surroundings' enhancement is blurred into it);
+        # it is then segmented on the post-contrast level alone
+        core = _zone_core(smooth, None, lo, hi, threshold, seed_kji, spacing)
+        if core.any():
+            qc.append("zone smaller than the pre-contrast slices resolve: segmented on the "
+                      "post-contrast level only")
+            enhancement, strict = None, core
     if not core.any():
         raise ValueError(
             f"segment_ablation_zone: no non-enhancing tissue near "
@@ -213,18 +223,12 @@ def segment_ablation_zone(
     labels, n = ndi.label(nodules, structure=np.ones((3, 3, 3), bool))
     voxel_ml = crop.voxel_volume_mm3 / 1000.0
     volumes = [float((labels == i).sum() * voxel_ml) for i in range(1, n + 1)]
-    zone_enhancement = None
-    if enhancement is not None:
-        interior = ndi.binary_erosion(zone, structure=ball_structure(spacing, 1.5)) & ~nodules
-        pool = interior if interior.sum() > 20 else zone & ~nodules
-        if pool.any():
-            zone_enhancement = float(np.median(enhancement[pool])) + offset
     return ZoneResult(
         zone_mask=paste_into(post, crop, zone),
         enhancing_mask=paste_into(post, crop, nodules),
         rim_mask=paste_into(post, crop, rim),
         nodule_volumes_ml=volumes,
-        zone_enhancement=zone_enhancement,
+        pre_aligned=None if pre_aligned is None else crop.with_array(pre_aligned),
         qc=qc,
     )
 
@@ -235,16 +239,29 @@ def _levels(
     seed_kji: tuple[int, int, int],
     spacing_mm: npt.NDArray[np.float64],
     modality: str,
-    enhancing: npt.NDArray[np.bool_] | None,
+    enhancement: npt.NDArray[np.float32] | None,
+    threshold: float,
 ) -> tuple[float, float]:
     """(zone level, level of the dark surroundings: fat for CT) near the centre, from
-    non-enhancing voxels when the enhancement is known."""
+    non-enhancing voxels when the enhancement is known.
+
+    A zone of a few mm inside enhancing parenchyma has no voxel below the threshold on a
+    subtraction blurred to the pre-contrast slice thickness; it is still the least
+    enhancing tissue at the centre: its level is then taken from the least-enhancing
+    tenth of the 8 mm ball when that reads at least ``threshold`` below the ball's median.
+    """
     dist = _distance_mm(smooth.shape, seed_kji, spacing_mm)
     ball = dist <= 8.0
-    if enhancing is not None and (ball & ~enhancing).sum() > 50:
-        ball &= ~enhancing
-    elif enhancing is not None:
-        ball = (dist <= 15.0) & ~enhancing
+    if enhancement is not None:
+        calm = enhancement < threshold
+        least = ball & (enhancement <= np.percentile(enhancement[ball], 10))
+        if (ball & calm).sum() > 50:
+            ball &= calm
+        elif (float(np.median(enhancement[ball])) - float(np.median(enhancement[least]))
+              >= threshold):
+            ball = least
+        else:
+            ball = (dist <= 15.0) & calm
     values = smooth[ball]
     weights = np.exp(-0.5 * (dist[ball] / 5.0) ** 2)
     if modality == "CT":
@@ -313,16 +330,17 @@ def _enhancement(
     sigma_vox: list[float],
     qc: list[str],
     pre_spacing_mm: npt.NDArray[np.float64],
-) -> npt.NDArray[np.float32] | None:
-    """Post − pre (HU) or 100·(post − pre)/pre (%) after a local phase alignment, or
-    None when the pre-contrast image cannot be matched to the post image.
+) -> tuple[npt.NDArray[np.float32] | None, npt.NDArray[np.float32] | None]:
+    """(Post − pre (HU) or 100·(post − pre)/pre (%) after a local phase alignment, the
+    aligned pre-contrast image on the crop grid), or (None, None) when the pre-contrast
+    image cannot be matched to the post image.
 
     The two images are compared at the same resolution: a pre-contrast series of thicker
     slices, resampled onto the post grid, averages each voxel with its neighbours along
     the slice axis (slab of thickness T plus linear interpolation between slabs: variance
     ≈ T²/4). Where the zone meets fat across a slice that blurring alone reads as
-    enhancement (tens of HU at the zone's poles); the post image is blurred by the
-    difference before subtracting."""
+    enhancement (tens of HU at the zone's poles); the post image blurred by the
+    difference is compared too, and the lower of the two differences kept."""
     from segmentation.registration import register_phases, resample_to
 
     reg = register_phases(crop, pre, center, radius_mm=20.0)
@@ -330,21 +348,23 @@ def _enhancement(
                                - np.asarray(crop.spacing_mm, float) ** 2, 0.0) / 4.0
     sigma_post = [float(np.hypot(s, np.sqrt(v) / sp)) for s, v, sp in zip(
         sigma_vox, extra_var_mm2[::-1], crop.spacing_mm[::-1], strict=True)]
-    post_s = ndi.gaussian_filter(crop.array.astype(np.float32), sigma_post)
+    post_sharp = np.asarray(ndi.gaussian_filter(crop.array.astype(np.float32), sigma_vox))
+    post_s = (np.asarray(ndi.gaussian_filter(crop.array.astype(np.float32), sigma_post))
+              if np.any(extra_var_mm2 > 0) else post_sharp)
     ball = _distance_mm(crop.array.shape, point_index_kji(crop, center), crop.spacing_mm) <= 20.0
     scale = 1.0 if modality == "CT" else max(float(np.median(post_s[ball])), 1e-3) / 100.0
     # the local alignment can fail (a wrong optimum, the pre-contrast FOV missing the
     # site): keep whichever of {aligned, as given} disagrees least with the post image
     # around the centre (the zone does not enhance); give up when neither is plausible
-    best: tuple[float, npt.NDArray[np.float32], bool] | None = None
+    best: tuple[float, npt.NDArray[np.float32], bool, npt.NDArray[np.float32]] | None = None
     for transform in ([reg.transform] if reg.ok else []) + [None]:
         aligned = resample_to(pre, crop, transform).array.astype(np.float32)
         pre_try = np.asarray(ndi.gaussian_filter(aligned, sigma_vox))
         mismatch = float(np.median(np.abs(post_s[ball] - pre_try[ball]))) / scale
         if best is None or mismatch < best[0]:
-            best = (mismatch, pre_try, transform is not None)
+            best = (mismatch, pre_try, transform is not None, aligned)
     assert best is not None  # the identity is always tried
-    mismatch, pre_s, used_registration = best
+    mismatch, pre_s, used_registration, pre_aligned = best
     if used_registration:
         qc.extend(reg.qc)
     elif reg.ok:
@@ -359,12 +379,16 @@ def _enhancement(
         qc.append(f"pre-contrast image does not match the post image at the zone "
                   f"(median difference {mismatch:.0f}, correlation {correlation:.2f}): "
                   "enhancement judged on the post-contrast level only")
-        return None
+        return None, None
+    # enhancement is claimed only where it holds at both resolutions: at the matched one a
+    # zone of a few mm in enhancing parenchyma takes on the parenchyma's enhancement, at
+    # the post's own one the pre's thick slices lend fat-edge partial volume to the zone
+    post_s = np.minimum(post_s, post_sharp)
     if modality == "CT":
         # fat on the pre-contrast image cannot become soft tissue by enhancing: where it
         # seems to, the phases are misaligned there (breathing), not enhancing
         diff = post_s - pre_s
         diff[(pre_s < -40.0) & (post_s > -40.0)] = 0.0
-        return np.asarray(diff)
+        return np.asarray(diff), pre_aligned
     floor = max(float(np.percentile(pre_s, 50)) * 0.05, 1e-3)
-    return np.asarray(100.0 * (post_s - pre_s) / np.maximum(pre_s, floor))
+    return np.asarray(100.0 * (post_s - pre_s) / np.maximum(pre_s, floor)), pre_aligned
