@@ -255,26 +255,28 @@ def _levels(
     tenth of the 8 mm ball when that reads at least ``threshold`` below the ball's median.
     """
     dist = _distance_mm(smooth.shape, seed_kji, spacing_mm)
+    if modality == "CT":
+        fat_vals = smooth[(smooth > -200) & (smooth < -40)]
+        fat = float(np.median(fat_vals)) if fat_vals.size > 200 else -100.0
+        soft = smooth > fat + 60.0
+        clearly_soft = smooth > fat + 100.0  # not a partial-volume fat edge
+    else:
+        fat = float(np.percentile(smooth, 5))
+        soft = clearly_soft = smooth > fat
     ball = dist <= 8.0
     if enhancement is not None:
         calm = enhancement < threshold
         least = ball & (enhancement <= np.percentile(enhancement[ball], 10))
         if (ball & calm).sum() > 50:
-            ball &= calm
+            ball &= calm  # the usual case
+        elif ((dist <= 15.0) & calm & clearly_soft).sum() > 50:
+            ball = (dist <= 15.0) & calm  # a nodule on the centre, the zone around it
         elif (float(np.median(enhancement[ball])) - float(np.median(enhancement[least]))
               >= threshold):
             ball = least
-        else:
-            ball = (dist <= 15.0) & calm
     values = smooth[ball]
     weights = np.exp(-0.5 * (dist[ball] / 5.0) ** 2)
-    if modality == "CT":
-        fat_vals = smooth[(smooth > -200) & (smooth < -40)]
-        fat = float(np.median(fat_vals)) if fat_vals.size > 200 else -100.0
-        keep = values > fat + 60.0
-    else:
-        fat = float(np.percentile(smooth, 5))
-        keep = values > fat
+    keep = soft[ball]
     if not keep.any():
         raise ValueError("segment_ablation_zone: no soft tissue at the centre")
     edges = np.linspace(float(values[keep].min()), float(values[keep].max()) + 1e-3, 41)
