@@ -42,6 +42,9 @@ __all__ = ["ZoneResult", "segment_ablation_zone", "ENHANCING_HU", "ENHANCING_PCT
 ENHANCING_HU = 20.0
 #: MR percent signal increase threshold (ACR)
 ENHANCING_PCT = 15.0
+#: correlation of the post and pre-contrast images around the zone above which the phases
+#: show the same anatomy (a pre-contrast image shifted by 1.5 cm or more reads < 0.65)
+MIN_PHASE_NCC = 0.8
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class ZoneResult:
         enhancing_mask: uint8 nodular/crescentic enhancing components (empty when none).
         rim_mask: uint8 thin peripheral enhancement (benign when smooth), not nodular.
         nodule_volumes_ml: volume of each enhancing component.
+        pre_aligned: the pre-contrast image aligned at the zone, on the grid of the crop
+            of ``post`` that was segmented (None when it could not be matched).
         qc: warnings (e.g. no pre-contrast image: enhancement judged on post only).
     """
 
@@ -60,6 +65,7 @@ class ZoneResult:
     enhancing_mask: Volume
     rim_mask: Volume
     nodule_volumes_ml: list[float] = field(default_factory=list)
+    pre_aligned: Volume | None = None
     qc: list[str] = field(default_factory=list)
 
 
@@ -71,6 +77,7 @@ def segment_ablation_zone(
     modality: Literal["CT", "MR"],
     half_size_mm: float = 60.0,
     min_nodule_radius_mm: float = 2.5,
+    pre_spacing_mm: Any = None,
 ) -> ZoneResult:
     """Segment the ablation zone near ``approx_center_lps`` and its enhancing components.
 
@@ -82,6 +89,8 @@ def segment_ablation_zone(
         modality: "CT" (HU thresholds) or "MR" (percent signal increase; never HU).
         min_nodule_radius_mm: enhancing components that an opening of this radius
             removes are thin (rim), not nodules.
+        pre_spacing_mm: voxel spacing (i, j, k) of the pre-contrast series as acquired,
+            when ``pre`` was already resampled onto the post grid (default: pre's own).
     """
     if modality not in ("CT", "MR"):
         raise ValueError(f"segment_ablation_zone: modality must be 'CT' or 'MR', got {modality!r}")
@@ -95,16 +104,20 @@ def segment_ablation_zone(
     qc: list[str] = []
 
     enhancement = None  # HU (CT) or percent (MR)
+    pre_aligned = None
     if pre is not None:
         # noise of a difference image is √2 × and spatially correlated: smooth more (σ 1.5 mm)
         sigma_enh_vox = [1.5 / s for s in spacing[::-1]]
-        enhancement = _enhancement(crop, pre, center, modality, sigma_enh_vox, qc)
+        native = np.asarray(pre.spacing_mm if pre_spacing_mm is None else pre_spacing_mm, float)
+        enhancement, pre_aligned = _enhancement(crop, pre, center, modality, sigma_enh_vox, qc,
+                                                native)
     else:
         qc.append("no pre-contrast image: enhancement judged on the post-contrast level only")
 
     raw_threshold = ENHANCING_HU if modality == "CT" else ENHANCING_PCT
     enhancing_raw = None if enhancement is None else enhancement >= raw_threshold
-    zone_level, low_level = _levels(smooth, seed_kji, spacing, modality, enhancing_raw)
+    zone_level, low_level = _levels(smooth, seed_kji, spacing, modality, enhancement,
+                                    raw_threshold)
     if modality == "CT":
         lo = 0.5 * (low_level + zone_level)
         hi = zone_level + ENHANCING_HU
@@ -127,6 +140,15 @@ def segment_ablation_zone(
                       "subtraction: enhancement measured relative to it")
         enhancement = enhancement - offset
     core = _zone_core(smooth, enhancement, lo, hi, threshold, seed_kji, spacing)
+    if not core.any() and enhancement is not None:
+        # no tissue reads below the threshold at the centre: a zone smaller than the
+        # pre-contrast slices resolve (its surroundings' enhancement is blurred into it);
+        # it is then segmented on the post-contrast level alone
+        core = _zone_core(smooth, None, lo, hi, threshold, seed_kji, spacing)
+        if core.any():
+            qc.append("zone smaller than the pre-contrast slices resolve: segmented on the "
+                      "post-contrast level only")
+            enhancement, strict = None, core
     if not core.any():
         raise ValueError(
             f"segment_ablation_zone: no non-enhancing tissue near "
@@ -139,11 +161,15 @@ def segment_ablation_zone(
         qc.append("ablation zone is not compact: convex completion skipped")
     # the window [lo, hi] cuts the partial-volume border against bright parenchyma at the
     # zone + 20 HU level: move the border to the local 50 % level, then drop thin spurs
+    # (an opening, reconstructed within 2 mm of what it keeps: the opening alone also
+    # shaves the convex poles of the zone, whose last 2-3 mm slices are narrower than
+    # the ball, and its corners: 5-8 % of the volume)
     hull = refine_boundary(hull, smooth, spacing, seed_kji, band_mm=2.0, min_contrast=(
         20.0 if modality == "CT" else 0.15 * zone_level))
     opened = smooth_mask(hull, spacing, 3.5)
     if opened.sum() > 0.8 * hull.sum():
-        hull = fill_holes_3d_and_slices(opened)
+        hull = fill_holes_3d_and_slices(
+            hull & ndi.binary_dilation(opened, structure=ball_structure(spacing, 2.0)))
 
     if enhancement is not None:
         enhancing = enhancement >= (ENHANCING_HU if modality == "CT" else ENHANCING_PCT)
@@ -172,21 +198,27 @@ def segment_ablation_zone(
     for i in range(1, n + 1):
         comp = labels == i
         comp_level = float(np.median(level[comp]))
-        thickness_mm = float(ndi.distance_transform_edt(comp, sampling=spacing[::-1]).max())
         post_rise = (float(np.median(smooth[comp])) - zone_level) if modality == "CT" else (
             100.0 * (float(np.median(smooth[comp])) / zone_level - 1.0))
         if (comp.sum() < min_voxels or comp_level > 0.8 * parenchyma_level
-                or thickness_mm < min_nodule_radius_mm or post_rise < 0.5 * threshold):
-            # a speck, a thin rim, a sliver of normal parenchyma, or a subtraction artefact
-            # (enhancing tissue is also brighter than the zone on the post image itself)
+                or post_rise < threshold):
+            # a speck, a sliver of normal parenchyma, or a subtraction artefact: tissue
+            # that enhances by the threshold is also brighter than the dead zone by it on
+            # the post image itself (both read alike before contrast)
             continue
-        # a nodule straddles the zone edge: grow it outwards over tissue enhancing like it
-        # (not like the much brighter parenchyma), at most 1.5 × its own thickness
+        # a nodule straddles the zone edge (only its inner part lies in the envelope):
+        # grow it outwards over tissue enhancing like it (not like the much brighter
+        # parenchyma), then judge its thickness (largest inscribed ball) on the whole
+        inner_mm = float(ndi.distance_transform_edt(comp, sampling=spacing[::-1]).max())
         alike = (level >= threshold) & (level < 1.5 * comp_level) & (smooth > lo) & ~strict
         within = ndi.distance_transform_edt(~comp, sampling=spacing[::-1]) <= min(
-            2.0 * thickness_mm, 15.0)
+            2.0 * max(inner_mm, min_nodule_radius_mm), 15.0)
         grown_labels, _ = ndi.label((alike & within) | comp, structure=np.ones((3, 3, 3), bool))
         grown = np.isin(grown_labels, np.unique(grown_labels[comp]))
+        thickness_mm = float(ndi.distance_transform_edt(
+            np.pad(grown, 1), sampling=spacing[::-1]).max())
+        if thickness_mm < min_nodule_radius_mm:
+            continue  # a thin rim
         nodules |= grown | (inside & ndi.binary_dilation(comp, structure=ball_structure(
             spacing, min_nodule_radius_mm + 0.5)))
     rim = inside & ~nodules
@@ -200,6 +232,7 @@ def segment_ablation_zone(
         enhancing_mask=paste_into(post, crop, nodules),
         rim_mask=paste_into(post, crop, rim),
         nodule_volumes_ml=volumes,
+        pre_aligned=None if pre_aligned is None else crop.with_array(pre_aligned),
         qc=qc,
     )
 
@@ -210,25 +243,40 @@ def _levels(
     seed_kji: tuple[int, int, int],
     spacing_mm: npt.NDArray[np.float64],
     modality: str,
-    enhancing: npt.NDArray[np.bool_] | None,
+    enhancement: npt.NDArray[np.float32] | None,
+    threshold: float,
 ) -> tuple[float, float]:
     """(zone level, level of the dark surroundings: fat for CT) near the centre, from
-    non-enhancing voxels when the enhancement is known."""
+    non-enhancing voxels when the enhancement is known.
+
+    A zone of a few mm inside enhancing parenchyma has no voxel below the threshold on a
+    subtraction blurred to the pre-contrast slice thickness; it is still the least
+    enhancing tissue at the centre: its level is then taken from the least-enhancing
+    tenth of the 8 mm ball when that reads at least ``threshold`` below the ball's median.
+    """
     dist = _distance_mm(smooth.shape, seed_kji, spacing_mm)
-    ball = dist <= 8.0
-    if enhancing is not None and (ball & ~enhancing).sum() > 50:
-        ball &= ~enhancing
-    elif enhancing is not None:
-        ball = (dist <= 15.0) & ~enhancing
-    values = smooth[ball]
-    weights = np.exp(-0.5 * (dist[ball] / 5.0) ** 2)
     if modality == "CT":
         fat_vals = smooth[(smooth > -200) & (smooth < -40)]
         fat = float(np.median(fat_vals)) if fat_vals.size > 200 else -100.0
-        keep = values > fat + 60.0
+        soft = smooth > fat + 60.0
+        clearly_soft = smooth > fat + 100.0  # not a partial-volume fat edge
     else:
         fat = float(np.percentile(smooth, 5))
-        keep = values > fat
+        soft = clearly_soft = smooth > fat
+    ball = dist <= 8.0
+    if enhancement is not None:
+        calm = enhancement < threshold
+        least = ball & (enhancement <= np.percentile(enhancement[ball], 10))
+        if (ball & calm).sum() > 50:
+            ball &= calm  # the usual case
+        elif ((dist <= 15.0) & calm & clearly_soft).sum() > 50:
+            ball = (dist <= 15.0) & calm  # a nodule on the centre, the zone around it
+        elif (float(np.median(enhancement[ball])) - float(np.median(enhancement[least]))
+              >= threshold):
+            ball = least
+    values = smooth[ball]
+    weights = np.exp(-0.5 * (dist[ball] / 5.0) ** 2)
+    keep = soft[ball]
     if not keep.any():
         raise ValueError("segment_ablation_zone: no soft tissue at the centre")
     edges = np.linspace(float(values[keep].min()), float(values[keep].max()) + 1e-3, 41)
@@ -263,6 +311,14 @@ def _zone_core(
     return fill_holes_3d_and_slices(smooth_mask(core, spacing_mm, 1.0))
 
 
+def _ncc(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
+    """Normalised cross-correlation of two samples (−1..1; −1 when either is flat)."""
+    x = a.astype(np.float64) - float(a.mean())
+    y = b.astype(np.float64) - float(b.mean())
+    denom = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / denom) if denom > 0 else -1.0
+
+
 def _distance_mm(
     shape: tuple[int, ...], seed_kji: tuple[int, int, int], spacing_mm: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
@@ -279,42 +335,66 @@ def _enhancement(
     modality: str,
     sigma_vox: list[float],
     qc: list[str],
-) -> npt.NDArray[np.float32] | None:
-    """Post − pre (HU) or 100·(post − pre)/pre (%) after a local phase alignment, or
-    None when the pre-contrast image cannot be matched to the post image."""
+    pre_spacing_mm: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float32] | None, npt.NDArray[np.float32] | None]:
+    """(Post − pre (HU) or 100·(post − pre)/pre (%) after a local phase alignment, the
+    aligned pre-contrast image on the crop grid), or (None, None) when the pre-contrast
+    image cannot be matched to the post image.
+
+    The two images are compared at the same resolution: a pre-contrast series of thicker
+    slices, resampled onto the post grid, averages each voxel with its neighbours along
+    the slice axis (slab of thickness T plus linear interpolation between slabs: variance
+    ≈ T²/4). Where the zone meets fat across a slice that blurring alone reads as
+    enhancement (tens of HU at the zone's poles); the post image blurred by the
+    difference is compared too, and the lower of the two differences kept."""
     from segmentation.registration import register_phases, resample_to
 
     reg = register_phases(crop, pre, center, radius_mm=20.0)
-    post_s = ndi.gaussian_filter(crop.array.astype(np.float32), sigma_vox)
+    extra_var_mm2 = np.maximum(np.asarray(pre_spacing_mm, float) ** 2
+                               - np.asarray(crop.spacing_mm, float) ** 2, 0.0) / 4.0
+    sigma_post = [float(np.hypot(s, np.sqrt(v) / sp)) for s, v, sp in zip(
+        sigma_vox, extra_var_mm2[::-1], crop.spacing_mm[::-1], strict=True)]
+    post_sharp = np.asarray(ndi.gaussian_filter(crop.array.astype(np.float32), sigma_vox))
+    post_s = (np.asarray(ndi.gaussian_filter(crop.array.astype(np.float32), sigma_post))
+              if np.any(extra_var_mm2 > 0) else post_sharp)
     ball = _distance_mm(crop.array.shape, point_index_kji(crop, center), crop.spacing_mm) <= 20.0
     scale = 1.0 if modality == "CT" else max(float(np.median(post_s[ball])), 1e-3) / 100.0
     # the local alignment can fail (a wrong optimum, the pre-contrast FOV missing the
     # site): keep whichever of {aligned, as given} disagrees least with the post image
     # around the centre (the zone does not enhance); give up when neither is plausible
-    best: tuple[float, npt.NDArray[np.float32], bool] | None = None
+    best: tuple[float, npt.NDArray[np.float32], bool, npt.NDArray[np.float32]] | None = None
     for transform in ([reg.transform] if reg.ok else []) + [None]:
         aligned = resample_to(pre, crop, transform).array.astype(np.float32)
         pre_try = np.asarray(ndi.gaussian_filter(aligned, sigma_vox))
         mismatch = float(np.median(np.abs(post_s[ball] - pre_try[ball]))) / scale
         if best is None or mismatch < best[0]:
-            best = (mismatch, pre_try, transform is not None)
+            best = (mismatch, pre_try, transform is not None, aligned)
     assert best is not None  # the identity is always tried
-    mismatch, pre_s, used_registration = best
+    mismatch, pre_s, used_registration, pre_aligned = best
     if used_registration:
         qc.extend(reg.qc)
     elif reg.ok:
         qc.append("phase alignment at the zone rejected (worse than none): pre-contrast "
                   "used as given")
-    if mismatch > (60.0 if modality == "CT" else 40.0):
+    # around a small zone inside enhancing parenchyma the median difference is the
+    # parenchyma's enhancement, not a mismatch: the anatomy (fat/soft-tissue edges) must
+    # then still correlate between the phases
+    window = (lambda a: np.clip(a, -200.0, 400.0)) if modality == "CT" else (lambda a: a)
+    correlation = _ncc(window(post_s[ball]), window(pre_s[ball]))
+    if mismatch > (60.0 if modality == "CT" else 40.0) and correlation < MIN_PHASE_NCC:
         qc.append(f"pre-contrast image does not match the post image at the zone "
-                  f"(median difference {mismatch:.0f}): enhancement judged on the "
-                  "post-contrast level only")
-        return None
+                  f"(median difference {mismatch:.0f}, correlation {correlation:.2f}): "
+                  "enhancement judged on the post-contrast level only")
+        return None, None
+    # enhancement is claimed only where it holds at both resolutions: at the matched one a
+    # zone of a few mm in enhancing parenchyma takes on the parenchyma's enhancement, at
+    # the post's own one the pre's thick slices lend fat-edge partial volume to the zone
+    post_s = np.minimum(post_s, post_sharp)
     if modality == "CT":
         # fat on the pre-contrast image cannot become soft tissue by enhancing: where it
         # seems to, the phases are misaligned there (breathing), not enhancing
         diff = post_s - pre_s
         diff[(pre_s < -40.0) & (post_s > -40.0)] = 0.0
-        return np.asarray(diff)
+        return np.asarray(diff), pre_aligned
     floor = max(float(np.percentile(pre_s, 50)) * 0.05, 1e-3)
-    return np.asarray(100.0 * (post_s - pre_s) / np.maximum(pre_s, floor))
+    return np.asarray(100.0 * (post_s - pre_s) / np.maximum(pre_s, floor)), pre_aligned

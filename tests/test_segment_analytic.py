@@ -153,8 +153,9 @@ def test_segment_ablation_zone_clean_ct_has_no_nodule() -> None:
 
 
 @pytest.mark.xfail(reason="known limitation: the part of a half-buried ≤ 8 mm nodule lying "
-                          "inside the completed zone is thinner than the 2.5 mm nodule "
-                          "criterion on this idealised scene (found on the phantom cases)",
+                          "inside the completed zone (0.08 ml here) is below the 0.1 ml speck "
+                          "size, so it is never grown across the zone edge on this idealised "
+                          "scene (found on the phantom cases)",
                    strict=True)
 def test_segment_ablation_zone_finds_a_7mm_nodule_ct() -> None:
     pre, post, _, nodule = _zone_scene(7.0)
@@ -173,6 +174,26 @@ def test_segment_ablation_zone_mr_uses_percent_not_units() -> None:
     assert dice(r1.zone_mask.array, r7.zone_mask.array) >= 0.98
     assert dice(r1.enhancing_mask.array, r7.enhancing_mask.array) >= 0.98
     assert dice(r1.zone_mask.array, zone) >= 0.85
+
+
+def test_segment_ablation_zone_small_zone_in_parenchyma_thick_pre() -> None:
+    """A 4.5 mm-radius zone inside enhancing parenchyma with a pre-contrast phase of 4 mm
+    slices: the subtraction, blurred at the pre's resolution, shows no voxel below 20 HU
+    in the zone (it once leaked into the whole kidney); it is found on the post level."""
+    x, y, z = _grid()
+    zone = _ball(x, y, z, _C, 4.5)
+    fat = x < 30.0  # perirenal fat 10 mm away: anatomy the two phases share
+    pre_fine = np.where(fat, -100.0, 30.0).astype(np.float32) + _noise(4, 10.0)
+    post = np.where(fat, -100.0, np.where(zone, 32.0, 170.0)).astype(np.float32)
+    # thick pre-contrast slices: pairs of 2 mm slices averaged (noise halves)
+    pre_thick = pre_fine.reshape(_SHAPE[0] // 2, 2, *_SHAPE[1:]).mean(axis=1)
+    pre = Volume.from_geometry(pre_thick, origin_lps=(0.0, 0.0, 1.0),
+                               spacing_mm=(_SPACING[0], _SPACING[1], 2 * _SPACING[2]),
+                               modality="CT")
+    res = segment_ablation_zone(_volume(post + _noise(5, 10.0)), pre, _C, modality="CT",
+                                half_size_mm=35.0)
+    assert dice(res.zone_mask.array, zone) >= 0.75
+    assert res.nodule_volumes_ml == []
 
 
 def test_segment_ablation_zone_rejects_unknown_modality() -> None:

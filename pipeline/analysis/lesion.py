@@ -266,7 +266,7 @@ def measure_zone(
     pre_crop = _aligned_pre(pre, crop, center_lps, m.qc) if pre is not None else None
     zone_result = segment_ablation_zone(
         crop, _neutral_fill(pre_crop, crop) if pre_crop is not None else None, center_lps,
-        modality=post.modality)
+        modality=post.modality, pre_spacing_mm=pre.spacing_mm if pre is not None else None)
     zone = _as_bool(zone_result.zone_mask)
     m.qc.extend(zone_result.qc)
     if external and "ablation_zone" in external:
@@ -289,6 +289,11 @@ def measure_zone(
         if enhancing.array.any():
             m.masks["enhancing"] = enhancing
     else:
+        if zone_result.pre_aligned is not None:
+            # the segmentation aligned the phases at the zone itself (finer than the
+            # lesion-wide alignment): measure the enhancement on that
+            pre_crop = resample_to(zone_result.pre_aligned, crop, None,
+                                   default_value=float("nan"))
         _classify_ct_zone(m, pre_crop, crop, zone, zone_result, criteria)
     m.full_masks = {name: _paste(post, mask) for name, mask in m.masks.items()}
     return m
@@ -298,11 +303,22 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
                       zone_result: Any, criteria: AssessmentCriteria) -> None:
     """Enhancing = a nodular/crescentic component found by the zone segmentation (thick,
     compact, brighter than the zone, below the parenchyma level); a thin smooth rim is
-    reported in qc; otherwise the zone's median ΔHU (eroded) is classified."""
+    reported in qc; otherwise the zone's median ΔHU (eroded; unless the zone is too
+    small to erode) is classified."""
     enhancing = _as_bool(zone_result.enhancing_mask)
     rim = _as_bool(zone_result.rim_mask)
-    overall = ct_enhancement(pre, post, zone, enhancing_hu=criteria.enhancing_hu,
-                             equivocal_hu=criteria.equivocal_hu)
+    # measured in an eroded zone, free of the partial-volume edge: along the slice axis
+    # that takes a whole slice (a 1.5 mm ball removes none of 2-3 mm slices, whose
+    # outermost ones mix the zone with enhancing parenchyma); a zone of a few mm keeps
+    # less: then 1.5 mm, at least one in-plane voxel
+    overall = None
+    for erode_mm in (max(1.5, float(post.spacing_mm[2])), 1.5, float(max(post.spacing_mm[:2]))):
+        overall = ct_enhancement(pre, post, zone, erode_mm=erode_mm,
+                                 enhancing_hu=criteria.enhancing_hu,
+                                 equivocal_hu=criteria.equivocal_hu)
+        if overall.delta_hu is not None:
+            break
+    assert overall is not None
     if enhancing.array.any():
         nodule = ct_enhancement(pre, post, enhancing, erode_mm=0.0,
                                 enhancing_hu=criteria.enhancing_hu,
