@@ -16,7 +16,7 @@ peripheral rim, a known benign finding) are reported as rim, not as nodules.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -78,6 +78,7 @@ def segment_ablation_zone(
     half_size_mm: float = 60.0,
     min_nodule_radius_mm: float = 2.5,
     pre_spacing_mm: Any = None,
+    recentre: bool = True,
 ) -> ZoneResult:
     """Segment the ablation zone near ``approx_center_lps`` and its enhancing components.
 
@@ -91,6 +92,9 @@ def segment_ablation_zone(
             removes are thin (rim), not nodules.
         pre_spacing_mm: voxel spacing (i, j, k) of the pre-contrast series as acquired,
             when ``pre`` was already resampled onto the post grid (default: pre's own).
+        recentre: when nothing non-enhancing is found at the centre (a zone of a few mm
+            whose centre the registration missed by more than its radius), retry once
+            from the least-attenuating soft tissue within 10 mm on the post image.
     """
     if modality not in ("CT", "MR"):
         raise ValueError(f"segment_ablation_zone: modality must be 'CT' or 'MR', got {modality!r}")
@@ -149,6 +153,17 @@ def segment_ablation_zone(
             qc.append("zone smaller than the pre-contrast slices resolve: segmented on the "
                       "post-contrast level only")
             enhancement, strict = None, core
+    if not core.any() and recentre:
+        moved = _least_attenuating_soft_point(crop, smooth, seed_kji, low_level, modality)
+        if moved is not None:
+            found = segment_ablation_zone(
+                post, pre, moved, modality=modality, half_size_mm=half_size_mm,
+                min_nodule_radius_mm=min_nodule_radius_mm, pre_spacing_mm=pre_spacing_mm,
+                recentre=False)
+            note = (f"nothing non-enhancing at the expected centre: zone found "
+                    f"{float(np.linalg.norm(moved - center)):.1f} mm away, at the "
+                    "soft tissue darker than its surroundings")
+            return replace(found, qc=[note, *found.qc])
     if not core.any():
         raise ValueError(
             f"segment_ablation_zone: no non-enhancing tissue near "
@@ -309,6 +324,37 @@ def _zone_core(
     core = core | (candidate & ndi.binary_dilation(core, structure=ball_structure(
         spacing_mm, 2.5)))
     return fill_holes_3d_and_slices(smooth_mask(core, spacing_mm, 1.0))
+
+
+def _least_attenuating_soft_point(
+    crop: Volume,
+    smooth: npt.NDArray[np.float32],
+    seed_kji: tuple[int, int, int],
+    fat_level: float,
+    modality: str,
+    radius_mm: float = 10.0,
+) -> npt.NDArray[np.float64] | None:
+    """LPS point of the soft tissue (2 mm deep) within ``radius_mm`` of the centre that is
+    most darker than its surroundings on the post-contrast image: a non-enhancing zone
+    inside enhancing parenchyma. None when that is the centre itself or there
+    is no soft tissue."""
+    spacing = crop.spacing_mm
+    # darker than its surroundings: the 1 mm level minus the 5 mm one (muscle against
+    # fat reads positive, a zone inside parenchyma strongly negative)
+    local = np.asarray(ndi.gaussian_filter(smooth, [1.0 / s for s in spacing[::-1]])
+                       - ndi.gaussian_filter(smooth, [5.0 / s for s in spacing[::-1]]))
+    soft = smooth > (fat_level + 60.0 if modality == "CT" else fat_level)
+    # 2 mm inside soft tissue: a partial-volume edge against fat (or the renal sinus) is
+    # darker than any zone but is not one
+    soft = ndi.binary_erosion(soft, structure=ball_structure(spacing, 2.0))
+    near = (_distance_mm(smooth.shape, seed_kji, spacing) <= radius_mm) & soft
+    if not near.any():
+        return None
+    flat = int(np.argmin(np.where(near, local, np.inf)))
+    k, j, i = np.unravel_index(flat, smooth.shape)
+    if (int(k), int(j), int(i)) == tuple(seed_kji):
+        return None
+    return np.asarray(crop.index_to_lps(np.array([i, j, k], dtype=float)), dtype=np.float64)
 
 
 def _ncc(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:

@@ -176,10 +176,14 @@ def test_segment_ablation_zone_mr_uses_percent_not_units() -> None:
     assert dice(r1.zone_mask.array, zone) >= 0.85
 
 
-def test_segment_ablation_zone_small_zone_in_parenchyma_thick_pre() -> None:
+@pytest.mark.parametrize("centre_offset_mm", [0.0, 5.5, 8.0])
+def test_segment_ablation_zone_small_zone_in_parenchyma_thick_pre(
+    centre_offset_mm: float,
+) -> None:
     """A 4.5 mm-radius zone inside enhancing parenchyma with a pre-contrast phase of 4 mm
     slices: the subtraction, blurred at the pre's resolution, shows no voxel below 20 HU
-    in the zone (it once leaked into the whole kidney); it is found on the post level."""
+    in the zone (it once leaked into the whole kidney); it is found on the post level,
+    also when the given centre (registration) misses the zone by more than its radius."""
     x, y, z = _grid()
     zone = _ball(x, y, z, _C, 4.5)
     fat = x < 30.0  # perirenal fat 10 mm away: anatomy the two phases share
@@ -190,10 +194,29 @@ def test_segment_ablation_zone_small_zone_in_parenchyma_thick_pre() -> None:
     pre = Volume.from_geometry(pre_thick, origin_lps=(0.0, 0.0, 1.0),
                                spacing_mm=(_SPACING[0], _SPACING[1], 2 * _SPACING[2]),
                                modality="CT")
-    res = segment_ablation_zone(_volume(post + _noise(5, 10.0)), pre, _C, modality="CT",
+    centre = np.asarray(_C, float) + np.array([0.0, centre_offset_mm, 0.0])
+    res = segment_ablation_zone(_volume(post + _noise(5, 10.0)), pre, centre, modality="CT",
                                 half_size_mm=35.0)
     assert dice(res.zone_mask.array, zone) >= 0.75
     assert res.nodule_volumes_ml == []
+
+
+def test_zone_recentring_finds_the_zone_not_muscle_or_a_fat_edge() -> None:
+    """The fallback centre: soft tissue darker than its surroundings — the small zone in
+    parenchyma, not a muscle against fat (darker in absolute HU) nor a fat edge."""
+    from segmentation._common import point_index_kji
+    from segmentation.ablation_zone import _least_attenuating_soft_point
+
+    x, y, z = _grid()
+    zone_c = np.asarray(_C, float) + np.array([3.0, 0.0, 0.0])
+    fat = x < _C[0] - 6.0
+    muscle = (x >= _C[0] - 6.0) & (x < _C[0] - 2.0)  # 55 HU strip next to the fat
+    image = np.where(fat, -100.0, np.where(muscle, 55.0, 170.0))
+    image = np.where(_ball(x, y, z, zone_c, 3.5), 62.0, image).astype(np.float32)
+    vol = _volume(image + _noise(6, 8.0))
+    seed = point_index_kji(vol, np.asarray(_C, float))
+    found = _least_attenuating_soft_point(vol, vol.array, seed, -100.0, "CT")
+    assert found is not None and np.linalg.norm(found - zone_c) <= 2.0
 
 
 def test_segment_ablation_zone_rejects_unknown_modality() -> None:
