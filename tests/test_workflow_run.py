@@ -55,6 +55,31 @@ def test_every_stage_ran_and_tables_have_the_brief_columns(small_run: tuple[Path
     assert (out / "index" / "series.csv").is_file() and (out / "index" / "errors.csv").is_file()
 
 
+def test_tables_match_the_truth_of_the_small_archive(small_run: tuple[Path, Path]) -> None:
+    """Every study of the truth is one row with the truth's date, role, day and modality,
+    and the baseline tumour is measured to within the coarse archive's resolution (3 mm
+    pixels, 5 mm slices: two pixels on the long axis, 20 % in volume). Full-resolution
+    accuracy is the slow test below and ``cryotrack validate``."""
+    base, out = small_run
+    truth = json.loads((base / "syn" / "truth.json").read_text())
+    with (out / "tables" / "lesion_timepoints.csv").open() as fh:
+        rows = {(r["patient_id"], r["lesion_id"], r["study_instance_uid"]): r
+                for r in csv.DictReader(fh)}
+    expected = [(p["patient_id"], les["lesion_id"], t) for p in truth["patients"]
+                for les in p["lesions"] for t in les["timepoints"]]
+    assert len(rows) == len(expected)
+    for pid, lid, t in expected:
+        row = rows[(pid, lid, t["study_instance_uid"])]
+        assert (row["study_date"].replace("-", ""), row["role"],
+                int(row["days_since_procedure"]),
+                row["modality"]) == (t["study_date"], t["role"], t["days_since_procedure"],
+                                     t["modality"])
+        if t["role"] == "baseline":
+            assert abs(float(row["long_axis_mm"]) - t["long_axis_mm"]) <= 6.0, row
+            assert abs(float(row["volume_ml"]) / t["volume_ml"] - 1.0) <= 0.20, row
+            assert row["enhancing"] == "yes"  # clear-cell RCC enhances
+
+
 def test_rerun_changes_nothing_and_registry_has_no_duplicates(
     small_run: tuple[Path, Path],
 ) -> None:
