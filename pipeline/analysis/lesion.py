@@ -303,10 +303,12 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
                       zone_result: Any, criteria: AssessmentCriteria) -> None:
     """Enhancing = a nodular/crescentic component found by the zone segmentation (thick,
     compact, brighter than the zone, below the parenchyma level); a thin smooth rim is
-    reported in qc; otherwise the zone's median ΔHU (eroded; unless the zone is too
-    small to erode) is classified."""
+    not called; otherwise the zone's median ΔHU (eroded; unless the zone is too small to
+    erode) is classified. No qc note is written for a rim: the thin enhancing band the
+    segmentation finds at the edge is as large next to enhancing parenchyma (partial
+    volume) as on a true benign rim (0.5-0.9 ml, 15-67 % of the surface on zones with
+    and without one), so a note would be noise on every follow-up."""
     enhancing = _as_bool(zone_result.enhancing_mask)
-    rim = _as_bool(zone_result.rim_mask)
     # measured in an eroded zone, free of the partial-volume edge: along the slice axis
     # that takes a whole slice (a 1.5 mm ball removes none of 2-3 mm slices, whose
     # outermost ones mix the zone with enhancing parenchyma); a zone of a few mm keeps
@@ -340,8 +342,6 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
     else:
         m.values["enhancing"] = overall.classification.value
         m.values["enhancement_hu"] = overall.delta_hu
-    if rim.array.any():
-        m.qc.append("thin smooth peripheral rim enhancement (benign early post-ablation finding)")
 
 
 def _paste(reference: Volume, crop: Volume) -> Volume:
