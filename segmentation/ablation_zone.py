@@ -139,7 +139,7 @@ def segment_ablation_zone(
         inner = ndi.binary_erosion(first, structure=ball_structure(spacing, 2.0))
         pool = inner if inner.sum() > 50 else first
         offset = float(np.median(enhancement[pool])) if pool.any() else 0.0
-        if abs(offset) > 0.25 * threshold:
+        if abs(offset) > 0.5 * threshold:
             qc.append(f"zone reads {offset:+.1f} {'HU' if modality == 'CT' else '%'} on the "
                       "subtraction: enhancement measured relative to it")
         enhancement = enhancement - offset
@@ -419,9 +419,6 @@ def _enhancement(
     mismatch, pre_s, used_registration, pre_aligned = best
     if used_registration:
         qc.extend(reg.qc)
-    elif reg.ok:
-        qc.append("phase alignment at the zone rejected (worse than none): pre-contrast "
-                  "used as given")
     # around a small zone inside enhancing parenchyma the median difference is the
     # parenchyma's enhancement, not a mismatch: the anatomy (fat/soft-tissue edges) must
     # then still correlate between the phases

@@ -44,6 +44,9 @@ log = logging.getLogger("cryotrack.lesion")
 
 _FAR_MM = 50.0  # signed distance given to voxels outside a distance map's box
 _DISTANCE_PAD_MM = 15.0  # distance maps reach this far beyond the tumour
+#: local NCC of the aligned phases below which the enhancement is flagged as doubtful
+#: (well-matched breath-hold phases read 0.75-0.95 in a soft-tissue window)
+_PHASE_NCC_DOUBTFUL = 0.6
 
 
 @dataclass
@@ -130,10 +133,12 @@ def _aligned_pre(pre: Volume, post_crop: Volume, center_lps: npt.NDArray[np.floa
         valid = (dist <= ball_mm) & np.isfinite(arr)
         scores.append(_local_ncc(window, np.clip(np.nan_to_num(arr), -200, 400), valid))
     best = registered if scores[0] >= scores[1] else identity
-    if scores[1] > scores[0]:
-        qc.append(f"phase registration not better than the scanner frame "
-                  f"(NCC {scores[0]:.2f} vs {scores[1]:.2f}): unregistered phases used")
-    elif not reg.ok:
+    if max(scores) < _PHASE_NCC_DOUBTFUL:
+        # only a warning when neither frame matches the phases well: keeping the scanner
+        # frame because it matches better is the normal case of a breath-hold study
+        qc.append(f"phases poorly matched at the lesion (NCC {max(scores):.2f} at best): "
+                  "enhancement doubtful")
+    elif best is registered and not reg.ok:
         qc.extend(reg.qc or ["phase alignment doubtful"])
     if not np.isfinite(np.asarray(best.array)).all():
         qc.append("unenhanced series does not cover the whole lesion region")
