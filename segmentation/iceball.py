@@ -168,6 +168,9 @@ def segment_iceball(
             # visible ice; visible ice beyond it is streak, probe shaft or partial volume
             # (adding it back lengthened the calipers by 2-4 mm on the phantoms)
             mask = fill_holes_3d_and_slices(distance > 0)
+    if model_in_fat and distance is None:
+        qc.append("ice-ball model did not fit the visible ice: the visible ice is used "
+                  "(streaks, frozen fat and the probe shaft make its border unreliable)")
     return IceballResult(
         mask=paste_into(intra_ct, crop, mask),
         probe_mask=paste_into(intra_ct, crop, probes),

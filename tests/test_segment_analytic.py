@@ -112,6 +112,23 @@ def test_segment_iceball_visible_part_and_model_in_fat() -> None:
     assert -65.0 < res.ice_hu < -35.0
 
 
+def test_segment_iceball_says_when_the_model_does_not_fit() -> None:
+    """An ice ball fits the per-probe iso-therm model and carries no note; 'ice' shaped
+    like a thin sheet cannot be an iso-therm: the visible ice is kept, with a qc note."""
+    image, _, tip = _iceball_scene()
+    fitted = segment_iceball(image, _C + np.array([3.0, 0.0, -2.0]), half_size_mm=35.0)
+    assert not any("did not fit" in q for q in fitted.qc)
+    x, y, z = _grid()
+    arr = np.full(_SHAPE, 35.0, dtype=np.float32)
+    sheet = (np.abs(z - _C[2]) <= 2.0) & (np.abs(x - _C[0]) <= 25.0) & (np.abs(y - _C[1]) <= 25.0)
+    arr[sheet] = -50.0
+    probe = ((x - tip[0]) ** 2 + (z - tip[2]) ** 2 <= 0.8**2) & (y >= tip[1])
+    arr[probe] = 3071.0
+    res = segment_iceball(_volume(arr + _noise(2, 12.0)), _C, half_size_mm=35.0)
+    assert any("did not fit" in q for q in res.qc)
+    assert res.distance_mm is None
+
+
 def test_segment_iceball_without_probe_is_an_error() -> None:
     image = _volume(np.full(_SHAPE, 35.0) + _noise(3, 10.0))
     with pytest.raises(ValueError, match="no cryoprobe"):
