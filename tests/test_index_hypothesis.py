@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pydicom
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.dicom.index import build_index
@@ -39,10 +39,12 @@ def _value_span(data: bytes, keyword: str) -> tuple[int, int] | None:
     tag = pydicom.datadict.tag_for_keyword(keyword)
     needle = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
     pos = data.find(needle, 132)
-    if pos < 0:
+    if pos < 0 or pos + 8 > len(data):  # absent, or its header cut by a truncation
         return None
     vr = data[pos + 4 : pos + 6]
     if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
+        if pos + 12 > len(data):
+            return None
         (length,) = struct.unpack("<I", data[pos + 8 : pos + 12])
         return pos + 12, min(length, len(data) - pos - 12)
     (length,) = struct.unpack("<H", data[pos + 6 : pos + 8])
@@ -85,6 +87,8 @@ def _mutate(data: bytes, kind: str, arg: str, payload: bytes) -> bytes:
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(st.tuples(st.integers(0, 3), mutation), min_size=1, max_size=4))
+# a truncation that cuts an element's header, then a corruption of that element
+@example([(0, ("truncate", "828", b"")), (0, ("corrupt", "StudyInstanceUID", b"\x00"))])
 def test_index_survives_any_header_damage(mutations: list) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root, out = Path(tmp) / "a", Path(tmp) / "out"
