@@ -7,7 +7,7 @@ figure per transform. Segmentation: kidney, tumour (``tumour``), ice ball and cr
 (``masks``). Nothing here imports the workflow, the outputs, the CLI or DICOM I/O.
 """
 
-from segmentation._common import paste_into
+from segmentation._common import distance_from_index_mm, ncc, paste_into
 from segmentation.ablation_zone import (
     ENHANCING_HU,
     ENHANCING_PCT,
@@ -42,6 +42,8 @@ __all__ = [
     "register_phases",
     "register_rigid",
     "paste_into",
+    "distance_from_index_mm",
+    "ncc",
     "registration_quality",
     "resample_to",
     "segment_ablation_zone",

@@ -67,6 +67,27 @@ def point_index_kji(image: Volume, point_lps: npt.NDArray[np.float64]) -> tuple[
     return int(ijk[2]), int(ijk[1]), int(ijk[0])
 
 
+def distance_from_index_mm(
+    shape: tuple[int, ...], index_kji: Any, spacing_mm: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Euclidean distance (mm) of every voxel of an array of ``shape`` from the (possibly
+    fractional) array index ``index_kji``, on a grid of (i, j, k) spacing ``spacing_mm``
+    with orthogonal axes (broadcast from open grids: no index arrays are built)."""
+    kk, jj, ii = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    k0, j0, i0 = (float(v) for v in index_kji)
+    return np.sqrt(((kk - k0) * spacing_mm[2]) ** 2 + ((jj - j0) * spacing_mm[1]) ** 2
+                   + ((ii - i0) * spacing_mm[0]) ** 2)
+
+
+def ncc(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
+    """Normalised cross-correlation of two equally long samples (−1..1; −1 when either
+    is flat)."""
+    x = a.astype(np.float64) - float(a.mean())
+    y = b.astype(np.float64) - float(b.mean())
+    denom = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / denom) if denom > 0 else -1.0
+
+
 def ball_structure(spacing_mm: npt.NDArray[np.float64], radius_mm: float) -> npt.NDArray[np.bool_]:
     """A binary ball of ``radius_mm`` on a grid of the given (i, j, k) spacing, array [k, j, i]."""
     radius_vox = np.maximum(np.floor(radius_mm / np.asarray(spacing_mm)), 0).astype(int)
@@ -242,15 +263,15 @@ def _refine_once(
     # 4σ) from the border: work on the region's box grown by 16 mm (and holding the seed)
     box = bbox_slices(region, np.ceil(16.0 / np.asarray(spacing_mm)[::-1]), include=seed_kji)
     assert box is not None
-    offset = tuple(b.start for b in box)
-    sub_seed = (seed_kji[0] - offset[0], seed_kji[1] - offset[1], seed_kji[2] - offset[2])
-    out = np.zeros_like(region)
-    out[box] = _refine_box(region[box], smooth[box], spacing_mm, sub_seed, band_mm,
-                           min_contrast)
-    return out if out.sum() > 0.5 * region.sum() else region
+    sub_seed = (seed_kji[0] - box[0].start, seed_kji[1] - box[1].start,
+                seed_kji[2] - box[2].start)
+    moved = np.zeros_like(region)
+    moved[box] = _refine_in_box(region[box], smooth[box], spacing_mm, sub_seed, band_mm,
+                                min_contrast)
+    return moved if moved.sum() > 0.5 * region.sum() else region
 
 
-def _refine_box(
+def _refine_in_box(
     region: npt.NDArray[np.bool_],
     smooth: npt.NDArray[np.floating[Any]],
     spacing_mm: npt.NDArray[np.float64],
@@ -258,6 +279,8 @@ def _refine_box(
     band_mm: float,
     min_contrast: float,
 ) -> npt.NDArray[np.bool_]:
+    """One refinement step on the region's box (the levels and the band, see
+    :func:`refine_boundary`)."""
     pad = int(np.ceil(4.0 / float(np.min(spacing_mm)))) + 1
     reg = np.pad(region, pad)
     img = np.pad(np.asarray(smooth, np.float32), pad, mode="edge")

@@ -28,7 +28,9 @@ from segmentation._common import (
     as_point_lps,
     ball_structure,
     convex_hull_mask,
+    distance_from_index_mm,
     fill_holes_3d_and_slices,
+    ncc,
     paste_into,
     point_index_kji,
     refine_boundary,
@@ -269,7 +271,7 @@ def _levels(
     enhancing tissue at the centre: its level is then taken from the least-enhancing
     tenth of the 8 mm ball when that reads at least ``threshold`` below the ball's median.
     """
-    dist = _distance_mm(smooth.shape, seed_kji, spacing_mm)
+    dist = distance_from_index_mm(smooth.shape, seed_kji, spacing_mm)
     if modality == "CT":
         fat_vals = smooth[(smooth > -200) & (smooth < -40)]
         fat = float(np.median(fat_vals)) if fat_vals.size > 200 else -100.0
@@ -317,7 +319,7 @@ def _zone_core(
         candidate &= enhancement < threshold
     opened = ndi.binary_opening(candidate, structure=ball_structure(spacing_mm, 2.0))
     labels, _ = ndi.label(opened, structure=np.ones((3, 3, 3), bool))
-    near = _distance_mm(smooth.shape, seed_kji, spacing_mm) <= 10.0
+    near = distance_from_index_mm(smooth.shape, seed_kji, spacing_mm) <= 10.0
     core = np.isin(labels, np.unique(labels[near & opened]))
     if not core.any():
         return core
@@ -347,7 +349,7 @@ def _least_attenuating_soft_point(
     # 2 mm inside soft tissue: a partial-volume edge against fat (or the renal sinus) is
     # darker than any zone but is not one
     soft = ndi.binary_erosion(soft, structure=ball_structure(spacing, 2.0))
-    near = (_distance_mm(smooth.shape, seed_kji, spacing) <= radius_mm) & soft
+    near = (distance_from_index_mm(smooth.shape, seed_kji, spacing) <= radius_mm) & soft
     if not near.any():
         return None
     flat = int(np.argmin(np.where(near, local, np.inf)))
@@ -355,23 +357,6 @@ def _least_attenuating_soft_point(
     if (int(k), int(j), int(i)) == tuple(seed_kji):
         return None
     return np.asarray(crop.index_to_lps(np.array([i, j, k], dtype=float)), dtype=np.float64)
-
-
-def _ncc(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
-    """Normalised cross-correlation of two samples (−1..1; −1 when either is flat)."""
-    x = a.astype(np.float64) - float(a.mean())
-    y = b.astype(np.float64) - float(b.mean())
-    denom = float(np.sqrt((x * x).sum() * (y * y).sum()))
-    return float((x * y).sum() / denom) if denom > 0 else -1.0
-
-
-def _distance_mm(
-    shape: tuple[int, ...], seed_kji: tuple[int, int, int], spacing_mm: npt.NDArray[np.float64]
-) -> npt.NDArray[np.float64]:
-    kk, jj, ii = np.ogrid[: shape[0], : shape[1], : shape[2]]
-    return np.sqrt(((kk - seed_kji[0]) * spacing_mm[2]) ** 2
-                   + ((jj - seed_kji[1]) * spacing_mm[1]) ** 2
-                   + ((ii - seed_kji[2]) * spacing_mm[0]) ** 2)
 
 
 def _enhancement(
@@ -403,7 +388,8 @@ def _enhancement(
     post_sharp = np.asarray(ndi.gaussian_filter(crop.array.astype(np.float32), sigma_vox))
     post_s = (np.asarray(ndi.gaussian_filter(crop.array.astype(np.float32), sigma_post))
               if np.any(extra_var_mm2 > 0) else post_sharp)
-    ball = _distance_mm(crop.array.shape, point_index_kji(crop, center), crop.spacing_mm) <= 20.0
+    ball = distance_from_index_mm(crop.array.shape, point_index_kji(crop, center),
+                                  crop.spacing_mm) <= 20.0
     scale = 1.0 if modality == "CT" else max(float(np.median(post_s[ball])), 1e-3) / 100.0
     # the local alignment can fail (a wrong optimum, the pre-contrast FOV missing the
     # site): keep whichever of {aligned, as given} disagrees least with the post image
@@ -423,7 +409,7 @@ def _enhancement(
     # parenchyma's enhancement, not a mismatch: the anatomy (fat/soft-tissue edges) must
     # then still correlate between the phases
     window = (lambda a: np.clip(a, -200.0, 400.0)) if modality == "CT" else (lambda a: a)
-    correlation = _ncc(window(post_s[ball]), window(pre_s[ball]))
+    correlation = ncc(window(post_s[ball]), window(pre_s[ball]))
     if mismatch > (60.0 if modality == "CT" else 40.0) and correlation < MIN_PHASE_NCC:
         qc.append(f"pre-contrast image does not match the post image at the zone "
                   f"(median difference {mismatch:.0f}, correlation {correlation:.2f}): "

@@ -29,7 +29,9 @@ from measurements import (
 from pipeline.assessment.criteria import AssessmentCriteria
 from pipeline.image import Volume
 from segmentation import (
+    distance_from_index_mm,
     load_external_mask,
+    ncc,
     paste_into,
     register_phases,
     resample_to,
@@ -96,17 +98,6 @@ def _as_bool(mask: Volume) -> Volume:
     return mask.with_array(np.asarray(mask.array) > 0, modality="")
 
 
-def _local_ncc(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32],
-               valid: npt.NDArray[np.bool_]) -> float:
-    """Normalised cross-correlation of two images over ``valid`` voxels (−1..1)."""
-    if valid.sum() < 100:
-        return -1.0
-    x = a[valid].astype(np.float64) - a[valid].mean()
-    y = b[valid].astype(np.float64) - b[valid].mean()
-    denom = float(np.sqrt((x * x).sum() * (y * y).sum()))
-    return float((x * y).sum() / denom) if denom > 0 else -1.0
-
-
 def _aligned_pre(pre: Volume, post_crop: Volume, center_lps: npt.NDArray[np.float64],
                  qc: list[str], *, ball_mm: float = 35.0) -> Volume:
     """The unenhanced phase aligned (local translation for breathing) onto the contrast crop.
@@ -123,15 +114,16 @@ def _aligned_pre(pre: Volume, post_crop: Volume, center_lps: npt.NDArray[np.floa
     registered = resample_to(pre, post_crop, reg.transform, default_value=nan)
     identity = resample_to(pre, post_crop, None, default_value=nan)
     post = np.asarray(post_crop.array, dtype=np.float32)
-    ijk = np.indices(post.shape).reshape(3, -1).T[:, ::-1]
-    dist = np.linalg.norm(post_crop.index_to_lps(ijk) - center_lps, axis=1).reshape(post.shape)
+    ball = distance_from_index_mm(post.shape, post_crop.lps_to_index(center_lps)[::-1],
+                                  post_crop.spacing_mm) <= ball_mm
     # compare in a soft-tissue window so metal/bone extremes do not dominate
     window = np.clip(post, -200, 400)
     scores = []
     for candidate in (registered, identity):
         arr = np.asarray(candidate.array, dtype=np.float32)
-        valid = (dist <= ball_mm) & np.isfinite(arr)
-        scores.append(_local_ncc(window, np.clip(np.nan_to_num(arr), -200, 400), valid))
+        valid = ball & np.isfinite(arr)
+        scores.append(ncc(window[valid], np.clip(arr[valid], -200, 400))
+                      if valid.sum() >= 100 else -1.0)
     best = registered if scores[0] >= scores[1] else identity
     if max(scores) < _PHASE_NCC_DOUBTFUL:
         # only a warning when neither frame matches the phases well: keeping the scanner
