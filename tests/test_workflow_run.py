@@ -80,6 +80,22 @@ def test_tables_match_the_truth_of_the_small_archive(small_run: tuple[Path, Path
             assert row["enhancing"] == "yes"  # clear-cell RCC enhances
 
 
+def test_mask_dice_against_the_truth_of_the_small_archive(
+    small_run: tuple[Path, Path],
+) -> None:
+    """`cryotrack validate --masks`: every written mask is matched with its truth shape on
+    its own grid. The baseline tumour measured above to 2 pixels overlaps its truth at
+    Dice ≥ 0.7 at 3 mm pixels; a wrong study, series or placement would give ~0."""
+    from fixtures.compare_masks import describe_mask_dice, mask_dice
+
+    base, out = small_run
+    table = mask_dice(out, base / "syn" / "truth.json")
+    assert set(table["structure"]) >= {"tumour", "iceball", "ablation_zone"}
+    baseline = table[(table["role"] == "baseline") & (table["structure"] == "tumour")]
+    assert len(baseline) == 1 and float(baseline["dice"].iloc[0]) >= 0.7
+    assert "lowest Dice" in describe_mask_dice(table)
+
+
 def test_rerun_changes_nothing_and_registry_has_no_duplicates(
     small_run: tuple[Path, Path],
 ) -> None:
