@@ -7,7 +7,13 @@ here imports the workflow, outputs, CLI or DICOM I/O.
 """
 
 from measurements._common import EmptyMaskError, ModalityError
-from measurements.components import Component, ComponentShape, enhancing_components
+from measurements.components import (
+    Component,
+    ComponentShape,
+    PeripheralRim,
+    enhancing_components,
+    peripheral_rim,
+)
 from measurements.enhancement import (
     Enhancement,
     EnhancementClass,
@@ -61,4 +67,6 @@ __all__ = [
     "ComponentShape",
     "Component",
     "enhancing_components",
+    "PeripheralRim",
+    "peripheral_rim",
 ]

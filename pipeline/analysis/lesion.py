@@ -25,6 +25,7 @@ from measurements import (
     max_3d_diameter_mm,
     mean_attenuation_hu,
     mr_enhancement,
+    peripheral_rim,
     signed_distance_mm,
     volume_ml,
 )
@@ -318,10 +319,13 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
     """Enhancing = a nodular/crescentic component found by the zone segmentation (thick,
     compact, brighter than the zone, below the parenchyma level); a thin smooth rim is
     not called; otherwise the zone's median ΔHU (eroded; unless the zone is too small to
-    erode) is classified. No qc note is written for a rim: the thin enhancing band the
-    segmentation finds at the edge is as large next to enhancing parenchyma (partial
-    volume) as on a true benign rim (0.5-0.9 ml, 15-67 % of the surface on zones with
-    and without one), so a note would be noise on every follow-up.
+    erode) is classified.
+
+    A thin smooth peripheral rim is reported in qc (benign early finding), never called
+    enhancing. It is judged only where the zone borders fat
+    (:func:`measurements.peripheral_rim`): the thin enhancing band the segmentation finds
+    at the edge is as large next to enhancing parenchyma (partial volume) as on a true
+    rim, so that band alone would report a rim on nearly every follow-up.
 
     The zone's own ΔHU is measured on the unenhanced series' grid when it has a slab
     entirely inside the zone (:func:`ct_enhancement_at_pre_slabs`: no partial volume from
@@ -345,6 +349,12 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
     assert overall is not None
     if native is not None and native.delta_hu is not None:
         overall = native
+    rim = peripheral_rim(post, zone, pre, exclude_mask=enhancing)
+    if rim.present and rim.excess_hu is not None:
+        delta = "" if rim.delta_excess_hu is None else f", {rim.delta_excess_hu:+.0f} HU ΔHU"
+        m.qc.append(f"thin smooth peripheral rim enhancement at the zone edge "
+                    f"({rim.excess_hu:+.0f} HU over the zone beneath{delta}): benign "
+                    "early post-ablation finding, not residual tumour")
     if enhancing.array.any():
         nodule = ct_enhancement(pre, post, enhancing, erode_mm=0.0,
                                 enhancing_hu=criteria.enhancing_hu,
