@@ -191,7 +191,7 @@ def ct_enhancement(
 _SLAB_STEP_MM = 0.4
 #: mutual-information search of the phase offset: coarse grid half-widths (mm; x, y, z)
 #: and steps, then a fine grid around the best coarse offset
-_SEARCH_SPAN_MM = np.array([2.0, 2.0, 4.0])
+_SEARCH_SPAN_MM = np.array([1.0, 1.0, 4.0])
 _SEARCH_STEP_MM = np.array([1.0, 1.0, 1.0])
 _FINE_STEP_MM = np.array([0.5, 0.5, 0.25])
 _MI_BINS = 32
@@ -221,8 +221,9 @@ def ct_enhancement_at_pre_slabs(
         mask: binary zone/lesion mask on the contrast grid.
         offset_mm: phase offset (LPS mm) such that a contrast point p is at p + offset
             in the unenhanced series (breathing between the phases).
-        refine_alignment: search the offset within ±2 mm in-plane and ±4 mm along the
-            slices around ``offset_mm`` by mutual information between the unenhanced
+        refine_alignment: search the offset within ±1.5 mm in-plane and ±4.5 mm along
+            the slices around ``offset_mm`` (a phase registration errs mostly along the
+            thick slices) by mutual information between the unenhanced
             voxels of a ball of ``align_radius_mm`` around the mask and the contrast image
             averaged over each voxel's slab (the thick slices compared at their own
             resolution; the contrast series' sharper slices bias an ordinary fit along z).
@@ -368,11 +369,18 @@ def _refine_offset_mi(pre_hu: Volume, post: npt.NDArray[np.float32], post_hu: Vo
         plo, phi, steps, strict=True)], indexing="ij"), axis=-1).reshape(-1, 3)
     lps = pre_hu.index_to_lps(kji[:, ::-1].astype(np.float64))
     ball = np.linalg.norm(lps - c_pre, axis=1) <= radius_mm
+    inv = np.linalg.inv(post_hu.affine_lps)
+    # only points the contrast box holds for every candidate offset (a slab and the search
+    # span inside its border)
+    ijk0 = (lps - offset) @ inv[:3, :3].T + inv[:3, 3]
+    margin = (float(np.max(_SEARCH_SPAN_MM)) + 1.0 + thickness / 2.0) / post_hu.spacing_mm
+    sub_lo = np.array([lo[2], lo[1], lo[0]], float) + margin
+    sub_hi = np.array([hi[2], hi[1], hi[0]], float) - 1.0 - margin
+    ball &= np.all((ijk0 >= sub_lo) & (ijk0 <= sub_hi), axis=1)
     kji, lps = kji[ball], lps[ball]
     if len(kji) < 500:
         return offset
     pre_vals = np.asarray(pre_hu.array)[kji[:, 0], kji[:, 1], kji[:, 2]].astype(np.float32)
-    inv = np.linalg.inv(post_hu.affine_lps)
 
     def score(off: npt.NDArray[np.float64]) -> float:
         ijk = (lps - off) @ inv[:3, :3].T + inv[:3, 3]
