@@ -263,13 +263,18 @@ def ct_enhancement_at_pre_slabs(
         return Enhancement(None, None, na, 0, 0, None, None, offset)
     grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(i0, i1, strict=True)],
                                 indexing="ij"), axis=-1).reshape(-1, 3)  # (i, j, k)
-    pre_vals = np.asarray(pre_hu.array)[grid[:, 2], grid[:, 1], grid[:, 0]].astype(np.float64)
     points = pre_hu.index_to_lps(grid.astype(np.float64)) - offset  # on the contrast grid
+    post_inv = np.linalg.inv(post_hu.affine_lps)
+    shape = np.asarray(post.shape)
+    # candidates: voxel centre inside the mask (the slab test below is stricter)
+    centre_kji = np.rint(points @ post_inv[:3, :3].T + post_inv[:3, 3]).astype(int)[:, ::-1]
+    ok = np.all((centre_kji >= 0) & (centre_kji < shape), axis=1)
+    ok[ok] = inside[tuple(centre_kji[ok].T)]
+    grid, points = grid[ok], points[ok]
+    pre_vals = np.asarray(pre_hu.array)[grid[:, 2], grid[:, 1], grid[:, 0]].astype(np.float64)
     normal = pre_hu.affine_lps[:3, 2] / np.linalg.norm(pre_hu.affine_lps[:3, 2])
     thickness = float(pre_hu.spacing_mm[2])
     n_sub = int(np.ceil(thickness / _SLAB_STEP_MM)) + 1
-    post_inv = np.linalg.inv(post_hu.affine_lps)
-    shape = np.asarray(post.shape)
     all_in = np.ones(len(grid), dtype=bool)
     post_sum = np.zeros(len(grid), dtype=np.float64)
     post_max = np.full(len(grid), -np.inf)
