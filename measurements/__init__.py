@@ -7,12 +7,19 @@ here imports the workflow, outputs, CLI or DICOM I/O.
 """
 
 from measurements._common import EmptyMaskError, ModalityError
-from measurements.components import Component, ComponentShape, enhancing_components
+from measurements.components import (
+    Component,
+    ComponentShape,
+    PeripheralRim,
+    enhancing_components,
+    peripheral_rim,
+)
 from measurements.enhancement import (
     Enhancement,
     EnhancementClass,
     MREnhancement,
     ct_enhancement,
+    ct_enhancement_at_pre_slabs,
     mean_attenuation_hu,
     mr_enhancement,
     subtraction_image,
@@ -53,10 +60,13 @@ __all__ = [
     "Enhancement",
     "MREnhancement",
     "ct_enhancement",
+    "ct_enhancement_at_pre_slabs",
     "mr_enhancement",
     "mean_attenuation_hu",
     "subtraction_image",
     "ComponentShape",
     "Component",
     "enhancing_components",
+    "PeripheralRim",
+    "peripheral_rim",
 ]

@@ -11,15 +11,24 @@ MR (ACR): percent signal increase 100 × (median(post) − median(pre)) / median
 eroded mask, ≥ 15 % enhancing. MR intensities are arbitrary units: HU rules refuse MR
 images and MR rules refuse CT images (when ``Volume.modality`` is known).
 
-The images must already be aligned on the mask's grid (registration is another stage).
+The images must already be aligned on the mask's grid (registration is another stage),
+except for :func:`ct_enhancement_at_pre_slabs`, which measures on the unenhanced series'
+own grid: a thick unenhanced slice averages its whole slab (box profile), so resampled onto
+a thinner contrast grid it lends fat or parenchyma from beyond a small zone's poles to the
+zone (and is noisier where only one slab crosses it). That function compares each
+unenhanced voxel with the contrast image averaged over the same slab, keeps only slabs
+that lie entirely inside the mask, and first refines the phase alignment by mutual
+information at that matched resolution.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from measurements._common import (
     _bool_mask,
@@ -35,6 +44,7 @@ __all__ = [
     "Enhancement",
     "MREnhancement",
     "ct_enhancement",
+    "ct_enhancement_at_pre_slabs",
     "mr_enhancement",
     "mean_attenuation_hu",
     "subtraction_image",
@@ -65,6 +75,8 @@ class Enhancement:
         n_excluded: voxels of the eroded mask excluded as calcification/metal.
         pre_hu: median unenhanced HU over the measured voxels (None if not assessable).
         post_hu: median contrast HU over the measured voxels (None if not assessable).
+        offset_mm: for :func:`ct_enhancement_at_pre_slabs`, the phase offset used (LPS mm,
+            contrast point + offset = unenhanced point); None otherwise.
     """
 
     delta_hu: float | None
@@ -74,6 +86,7 @@ class Enhancement:
     n_excluded: int
     pre_hu: float | None
     post_hu: float | None
+    offset_mm: npt.NDArray[np.float64] | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,234 @@ def ct_enhancement(
         pre_hu=float(np.median(pre)),
         post_hu=float(np.median(post)),
     )
+
+
+#: step (mm) of the sub-samples that average the contrast image over an unenhanced slab
+_SLAB_STEP_MM = 0.4
+#: mutual-information search of the phase offset: coarse grid half-widths (mm; x, y, z)
+#: and steps, then a fine grid around the best coarse offset
+_SEARCH_SPAN_MM = np.array([1.0, 1.0, 4.0])
+_SEARCH_STEP_MM = np.array([1.0, 1.0, 1.0])
+_FINE_STEP_MM = np.array([0.5, 0.5, 0.25])
+_MI_BINS = 32
+_MI_RANGE_HU = (-150.0, 300.0)  # fat to enhancing parenchyma; bone and metal clipped
+
+
+def ct_enhancement_at_pre_slabs(
+    pre_hu: Volume,
+    post_hu: Volume,
+    mask: Volume,
+    *,
+    offset_mm: Any = (0.0, 0.0, 0.0),
+    refine_alignment: bool = True,
+    align_radius_mm: float = 20.0,
+    erode_mm: float = 1.0,
+    exclude_unenhanced_above_hu: float = 300.0,
+    exclude_above_hu: float = 1000.0,
+    enhancing_hu: float = 20.0,
+    equivocal_hu: float = 10.0,
+    min_voxels: int = 10,
+) -> Enhancement:
+    """CT enhancement of ``mask`` measured on the unenhanced series' own grid.
+
+    Args:
+        pre_hu: unenhanced CT in HU on its own (thick-slice) grid.
+        post_hu: contrast CT in HU; ``mask`` is on its grid.
+        mask: binary zone/lesion mask on the contrast grid.
+        offset_mm: phase offset (LPS mm) such that a contrast point p is at p + offset
+            in the unenhanced series (breathing between the phases).
+        refine_alignment: search the offset within ±1.5 mm in-plane and ±4.5 mm along
+            the slices around ``offset_mm`` (a phase registration errs mostly along the
+            thick slices) by mutual information between the unenhanced
+            voxels of a ball of ``align_radius_mm`` around the mask and the contrast image
+            averaged over each voxel's slab (the thick slices compared at their own
+            resolution; the contrast series' sharper slices bias an ordinary fit along z).
+        erode_mm: in-plane erosion of the mask (mm) against in-plane partial volume.
+
+    Each unenhanced voxel whose slab (its slice thickness along the slice normal, sampled
+    every 0.4 mm, contrast voxels looked up by nearest neighbour so each is weighted by
+    its overlap with the slab) lies entirely inside the in-plane-eroded mask is compared
+    with the mean contrast HU over that slab: both then average the same tissue, whatever
+    lies beyond the mask. ΔHU = median over those voxels; calcification/metal excluded as
+    in :func:`ct_enhancement`. Not assessable when fewer than ``min_voxels`` remain (a
+    zone thinner than one unenhanced slab).
+    """
+    _require_modality(pre_hu, "pre_hu", _CT, "HU enhancement")
+    _require_modality(post_hu, "post_hu", _CT, "HU enhancement")
+    _check_grids(mask, "mask", post_hu=post_hu)
+    if not equivocal_hu <= enhancing_hu:
+        raise ValueError(f"equivocal_hu {equivocal_hu} must be <= enhancing_hu {enhancing_hu}")
+    offset = np.asarray(offset_mm, dtype=np.float64).reshape(3)
+    inside = _eroded_in_plane(_bool_mask(mask, "mask"), _spacing_kji(mask), erode_mm)
+    na = EnhancementClass.NOT_ASSESSABLE
+    if not inside.any():
+        return Enhancement(None, None, na, 0, 0, None, None, offset)
+    post = np.asarray(post_hu.array, dtype=np.float32)
+    centre = post_hu.index_to_lps(np.argwhere(inside).mean(axis=0)[::-1])
+    if refine_alignment:
+        offset = _refine_offset_mi(pre_hu, post, post_hu, centre, offset, align_radius_mm)
+    # unenhanced voxels around the mask (its bounding box carried into the pre grid)
+    kji = np.argwhere(inside)
+    corners = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], float)
+    lo, hi = kji.min(axis=0), kji.max(axis=0)
+    box_lps = post_hu.index_to_lps((lo + corners * (hi - lo))[:, ::-1]) + offset
+    pre_ijk = pre_hu.lps_to_index(box_lps)
+    i0 = np.maximum(np.floor(pre_ijk.min(axis=0)).astype(int) - 1, 0)
+    i1 = np.minimum(np.ceil(pre_ijk.max(axis=0)).astype(int) + 2, pre_hu.array.shape[::-1])
+    if np.any(i1 <= i0):
+        return Enhancement(None, None, na, 0, 0, None, None, offset)
+    grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(i0, i1, strict=True)],
+                                indexing="ij"), axis=-1).reshape(-1, 3)  # (i, j, k)
+    points = pre_hu.index_to_lps(grid.astype(np.float64)) - offset  # on the contrast grid
+    post_inv = np.linalg.inv(post_hu.affine_lps)
+    shape = np.asarray(post.shape)
+    # candidates: voxel centre inside the mask (the slab test below is stricter)
+    centre_kji = np.rint(points @ post_inv[:3, :3].T + post_inv[:3, 3]).astype(int)[:, ::-1]
+    ok = np.all((centre_kji >= 0) & (centre_kji < shape), axis=1)
+    ok[ok] = inside[tuple(centre_kji[ok].T)]
+    grid, points = grid[ok], points[ok]
+    pre_vals = np.asarray(pre_hu.array)[grid[:, 2], grid[:, 1], grid[:, 0]].astype(np.float64)
+    normal = pre_hu.affine_lps[:3, 2] / np.linalg.norm(pre_hu.affine_lps[:3, 2])
+    thickness = float(pre_hu.spacing_mm[2])
+    n_sub = int(np.ceil(thickness / _SLAB_STEP_MM)) + 1
+    all_in = np.ones(len(grid), dtype=bool)
+    post_sum = np.zeros(len(grid), dtype=np.float64)
+    post_max = np.full(len(grid), -np.inf)
+    for u in np.linspace(-thickness / 2.0, thickness / 2.0, n_sub):
+        q = points + u * normal
+        ijk = np.rint(q @ post_inv[:3, :3].T + post_inv[:3, 3]).astype(int)
+        kji_q = ijk[:, ::-1]
+        ok = np.all((kji_q >= 0) & (kji_q < shape), axis=1)
+        kji_q = np.where(ok[:, None], kji_q, 0)
+        values = post[kji_q[:, 0], kji_q[:, 1], kji_q[:, 2]].astype(np.float64)
+        all_in &= ok & inside[kji_q[:, 0], kji_q[:, 1], kji_q[:, 2]]
+        post_sum += values
+        post_max = np.maximum(post_max, values)
+    post_box = post_sum / n_sub
+    pre_limit = min(exclude_unenhanced_above_hu, exclude_above_hu)
+    keep = all_in & (pre_vals <= pre_limit) & (post_max <= exclude_above_hu)
+    n_excluded = int(np.count_nonzero(all_in & ~keep))
+    if np.count_nonzero(keep) < min_voxels:
+        return Enhancement(None, None, na, int(np.count_nonzero(keep)), n_excluded, None, None,
+                           offset)
+    delta = post_box[keep] - pre_vals[keep]
+    median = float(np.median(delta))
+    return Enhancement(
+        delta_hu=median,
+        mean_delta_hu=float(delta.mean()),
+        classification=_classify(median, enhancing_hu, equivocal_hu),
+        n_voxels=int(np.count_nonzero(keep)),
+        n_excluded=n_excluded,
+        pre_hu=float(np.median(pre_vals[keep])),
+        post_hu=float(np.median(post_box[keep])),
+        offset_mm=offset,
+    )
+
+
+def _eroded_in_plane(mask: npt.NDArray[np.bool_], spacing_kji: Any, erode_mm: float
+                     ) -> npt.NDArray[np.bool_]:
+    """Voxels more than ``erode_mm`` (in-plane Euclidean) from the mask's outside in their
+    own slice; along the slices the slab test does the work."""
+    from scipy.ndimage import distance_transform_edt
+
+    if erode_mm <= 0:
+        return mask.copy()
+    out = np.zeros_like(mask)
+    for k in np.flatnonzero(mask.any(axis=(1, 2))):
+        depth = distance_transform_edt(np.pad(mask[k], 1), sampling=spacing_kji[1:])
+        out[k] = depth[1:-1, 1:-1] > erode_mm
+    return out
+
+
+def _mutual_information(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
+    lo, hi = _MI_RANGE_HU
+    ia = np.clip(((a - lo) * (_MI_BINS / (hi - lo))).astype(int), 0, _MI_BINS - 1)
+    ib = np.clip(((b - lo) * (_MI_BINS / (hi - lo))).astype(int), 0, _MI_BINS - 1)
+    joint = np.bincount(ia * _MI_BINS + ib, minlength=_MI_BINS * _MI_BINS).astype(np.float64)
+    p = joint.reshape(_MI_BINS, _MI_BINS) / max(joint.sum(), 1.0)
+    outer = p.sum(axis=1, keepdims=True) @ p.sum(axis=0, keepdims=True)
+    nz = p > 0
+    return float(np.sum(p[nz] * np.log(p[nz] / outer[nz])))
+
+
+def _refine_offset_mi(pre_hu: Volume, post: npt.NDArray[np.float32], post_hu: Volume,
+                      centre_lps: npt.NDArray[np.float64], offset: npt.NDArray[np.float64],
+                      radius_mm: float) -> npt.NDArray[np.float64]:
+    """The phase offset maximising the mutual information between the unenhanced voxels in
+    a ball around ``centre_lps`` and the contrast image averaged over their slabs (the
+    contrast slices upsampled by nearest neighbour along z, box-filtered over the slab
+    thickness, then read by linear interpolation): coarse grid, then a fine one. The
+    given offset is a candidate, so the result never matches worse than it."""
+    from scipy.ndimage import map_coordinates, uniform_filter1d
+
+    t = float(post_hu.spacing_mm[2])
+    thickness = float(pre_hu.spacing_mm[2])
+    up = max(1, round(t / 0.5))
+    reach = radius_mm + float(np.max(_SEARCH_SPAN_MM)) + thickness + 2.0 * t
+    c_kji = post_hu.lps_to_index(centre_lps)[::-1]
+    half = np.ceil(reach / post_hu.spacing_mm[::-1]).astype(int)
+    lo = np.maximum(np.floor(c_kji).astype(int) - half, 0)
+    hi = np.minimum(np.ceil(c_kji).astype(int) + half + 1, post.shape)
+    sub = post[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    if min(sub.shape) < 2:
+        return offset
+    fine = sub[np.clip(np.rint(np.arange(0, sub.shape[0] - 1 + 1e-6, 1.0 / up)).astype(int),
+                       0, sub.shape[0] - 1)]
+    boxed = uniform_filter1d(fine, max(1, round(thickness * up / t)), axis=0,
+                             mode="nearest")
+    # unenhanced voxels in the ball
+    c_pre = centre_lps + offset
+    p_kji = pre_hu.lps_to_index(c_pre)[::-1]
+    r = np.ceil(radius_mm / pre_hu.spacing_mm[::-1]).astype(int)
+    plo = np.maximum(np.floor(p_kji).astype(int) - r, 0)
+    phi = np.minimum(np.ceil(p_kji).astype(int) + r + 1, pre_hu.array.shape)
+    if np.any(phi <= plo):
+        return offset
+    # every other row and column: the joint histogram needs thousands of voxels, not all
+    steps = (1, 2, 2)
+    kji = np.stack(np.meshgrid(*[np.arange(a, b, st) for a, b, st in zip(
+        plo, phi, steps, strict=True)], indexing="ij"), axis=-1).reshape(-1, 3)
+    lps = pre_hu.index_to_lps(kji[:, ::-1].astype(np.float64))
+    ball = np.linalg.norm(lps - c_pre, axis=1) <= radius_mm
+    inv = np.linalg.inv(post_hu.affine_lps)
+    # only points the contrast box holds for every candidate offset (a slab and the search
+    # span inside its border)
+    ijk0 = (lps - offset) @ inv[:3, :3].T + inv[:3, 3]
+    margin = (float(np.max(_SEARCH_SPAN_MM)) + 1.0 + thickness / 2.0) / post_hu.spacing_mm
+    sub_lo = np.array([lo[2], lo[1], lo[0]], float) + margin
+    sub_hi = np.array([hi[2], hi[1], hi[0]], float) - 1.0 - margin
+    ball &= np.all((ijk0 >= sub_lo) & (ijk0 <= sub_hi), axis=1)
+    kji, lps = kji[ball], lps[ball]
+    if len(kji) < 500:
+        return offset
+    pre_vals = np.asarray(pre_hu.array)[kji[:, 0], kji[:, 1], kji[:, 2]].astype(np.float32)
+
+    def score(off: npt.NDArray[np.float64]) -> float:
+        ijk = (lps - off) @ inv[:3, :3].T + inv[:3, 3]
+        coords = np.stack([(ijk[:, 2] - lo[0]) * up, ijk[:, 1] - lo[1], ijk[:, 0] - lo[2]])
+        vals = map_coordinates(boxed, coords, order=1, mode="constant", cval=np.nan)
+        ok = np.isfinite(vals)
+        if ok.sum() < 0.9 * len(vals):
+            return -np.inf
+        return _mutual_information(pre_vals[ok], vals[ok])
+
+    def grid_search(centre: npt.NDArray[np.float64], span: npt.NDArray[np.float64],
+                    step: npt.NDArray[np.float64]) -> tuple[float, npt.NDArray[np.float64]]:
+        axes = [np.arange(-s, s + 1e-6, st) if s > 0 else np.zeros(1)
+                for s, st in zip(span, step, strict=True)]
+        best = (score(centre), centre)
+        for dx in axes[0]:
+            for dy in axes[1]:
+                for dz in axes[2]:
+                    cand = centre + np.array([dx, dy, dz])
+                    value = score(cand)
+                    if value > best[0]:
+                        best = (value, cand)
+        return best
+
+    _value, coarse = grid_search(offset, _SEARCH_SPAN_MM, _SEARCH_STEP_MM)
+    _value, refined = grid_search(coarse, _SEARCH_STEP_MM / 2.0 + 1e-9, _FINE_STEP_MM)
+    return np.asarray(refined, dtype=np.float64)
 
 
 def mr_enhancement(

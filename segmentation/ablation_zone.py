@@ -60,6 +60,9 @@ class ZoneResult:
         nodule_volumes_ml: volume of each enhancing component.
         pre_aligned: the pre-contrast image aligned at the zone, on the grid of the crop
             of ``post`` that was segmented (None when it could not be matched).
+        pre_transform: the alignment used for ``pre_aligned`` (post → pre LPS points;
+            None: the scanner frame), so the enhancement can be measured on the
+            pre-contrast image's own grid.
         qc: warnings (e.g. no pre-contrast image: enhancement judged on post only).
     """
 
@@ -69,6 +72,7 @@ class ZoneResult:
     nodule_volumes_ml: list[float] = field(default_factory=list)
     pre_aligned: Volume | None = None
     qc: list[str] = field(default_factory=list)
+    pre_transform: Any = None
 
 
 def segment_ablation_zone(
@@ -110,13 +114,13 @@ def segment_ablation_zone(
     qc: list[str] = []
 
     enhancement = None  # HU (CT) or percent (MR)
-    pre_aligned = None
+    pre_aligned = pre_transform = None
     if pre is not None:
         # noise of a difference image is √2 × and spatially correlated: smooth more (σ 1.5 mm)
         sigma_enh_vox = [1.5 / s for s in spacing[::-1]]
         native = np.asarray(pre.spacing_mm if pre_spacing_mm is None else pre_spacing_mm, float)
-        enhancement, pre_aligned = _enhancement(crop, pre, center, modality, sigma_enh_vox, qc,
-                                                native)
+        enhancement, pre_aligned, pre_transform = _enhancement(
+            crop, pre, center, modality, sigma_enh_vox, qc, native)
     else:
         qc.append("no pre-contrast image: enhancement judged on the post-contrast level only")
 
@@ -251,6 +255,7 @@ def segment_ablation_zone(
         nodule_volumes_ml=volumes,
         pre_aligned=None if pre_aligned is None else crop.with_array(pre_aligned),
         qc=qc,
+        pre_transform=pre_transform,
     )
 
 
@@ -367,10 +372,10 @@ def _enhancement(
     sigma_vox: list[float],
     qc: list[str],
     pre_spacing_mm: npt.NDArray[np.float64],
-) -> tuple[npt.NDArray[np.float32] | None, npt.NDArray[np.float32] | None]:
+) -> tuple[npt.NDArray[np.float32] | None, npt.NDArray[np.float32] | None, Any]:
     """(Post − pre (HU) or 100·(post − pre)/pre (%) after a local phase alignment, the
-    aligned pre-contrast image on the crop grid), or (None, None) when the pre-contrast
-    image cannot be matched to the post image.
+    aligned pre-contrast image on the crop grid, that alignment (None: scanner frame)), or
+    (None, None, None) when the pre-contrast image cannot be matched to the post image.
 
     The two images are compared at the same resolution: a pre-contrast series of thicker
     slices, resampled onto the post grid, averages each voxel with its neighbours along
@@ -394,16 +399,16 @@ def _enhancement(
     # the local alignment can fail (a wrong optimum, the pre-contrast FOV missing the
     # site): keep whichever of {aligned, as given} disagrees least with the post image
     # around the centre (the zone does not enhance); give up when neither is plausible
-    best: tuple[float, npt.NDArray[np.float32], bool, npt.NDArray[np.float32]] | None = None
+    best: tuple[float, npt.NDArray[np.float32], Any, npt.NDArray[np.float32]] | None = None
     for transform in ([reg.transform] if reg.ok else []) + [None]:
         aligned = resample_to(pre, crop, transform).array.astype(np.float32)
         pre_try = np.asarray(ndi.gaussian_filter(aligned, sigma_vox))
         mismatch = float(np.median(np.abs(post_s[ball] - pre_try[ball]))) / scale
         if best is None or mismatch < best[0]:
-            best = (mismatch, pre_try, transform is not None, aligned)
+            best = (mismatch, pre_try, transform, aligned)
     assert best is not None  # the identity is always tried
-    mismatch, pre_s, used_registration, pre_aligned = best
-    if used_registration:
+    mismatch, pre_s, used_transform, pre_aligned = best
+    if used_transform is not None:
         qc.extend(reg.qc)
     # around a small zone inside enhancing parenchyma the median difference is the
     # parenchyma's enhancement, not a mismatch: the anatomy (fat/soft-tissue edges) must
@@ -414,7 +419,7 @@ def _enhancement(
         qc.append(f"pre-contrast image does not match the post image at the zone "
                   f"(median difference {mismatch:.0f}, correlation {correlation:.2f}): "
                   "enhancement judged on the post-contrast level only")
-        return None, None
+        return None, None, None
     # enhancement is claimed only where it holds at both resolutions: at the matched one a
     # zone of a few mm in enhancing parenchyma takes on the parenchyma's enhancement, at
     # the post's own one the pre's thick slices lend fat-edge partial volume to the zone
@@ -424,6 +429,7 @@ def _enhancement(
         # seems to, the phases are misaligned there (breathing), not enhancing
         diff = post_s - pre_s
         diff[(pre_s < -40.0) & (post_s > -40.0)] = 0.0
-        return np.asarray(diff), pre_aligned
+        return np.asarray(diff), pre_aligned, used_transform
     floor = max(float(np.percentile(pre_s, 50)) * 0.05, 1e-3)
-    return np.asarray(100.0 * (post_s - pre_s) / np.maximum(pre_s, floor)), pre_aligned
+    return (np.asarray(100.0 * (post_s - pre_s) / np.maximum(pre_s, floor)), pre_aligned,
+            used_transform)

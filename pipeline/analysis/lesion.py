@@ -17,12 +17,15 @@ import numpy.typing as npt
 
 from measurements import (
     EmptyMaskError,
+    Enhancement,
     ablative_margin_from_distances,
     axial_diameters,
     ct_enhancement,
+    ct_enhancement_at_pre_slabs,
     max_3d_diameter_mm,
     mean_attenuation_hu,
     mr_enhancement,
+    peripheral_rim,
     signed_distance_mm,
     volume_ml,
 )
@@ -49,6 +52,10 @@ _DISTANCE_PAD_MM = 15.0  # distance maps reach this far beyond the tumour
 #: local NCC of the aligned phases below which the enhancement is flagged as doubtful
 #: (well-matched breath-hold phases read 0.75-0.95 in a soft-tissue window)
 _PHASE_NCC_DOUBTFUL = 0.6
+#: in-plane erosion (mm) of the zone measured on the unenhanced series' grid: both phases
+#: then see the same partial volume at the edge, so only in-plane misregistration and
+#: pixel-size differences (under a pixel) must be kept out
+_SLAB_ERODE_MM = 0.5
 
 
 @dataclass
@@ -100,7 +107,14 @@ def _as_bool(mask: Volume) -> Volume:
 
 def _aligned_pre(pre: Volume, post_crop: Volume, center_lps: npt.NDArray[np.float64],
                  qc: list[str], *, ball_mm: float = 35.0) -> Volume:
-    """The unenhanced phase aligned (local translation for breathing) onto the contrast crop.
+    """The unenhanced phase aligned onto the contrast crop (see :func:`_aligned_pre_how`)."""
+    return _aligned_pre_how(pre, post_crop, center_lps, qc, ball_mm=ball_mm)[0]
+
+
+def _aligned_pre_how(pre: Volume, post_crop: Volume, center_lps: npt.NDArray[np.float64],
+                     qc: list[str], *, ball_mm: float = 35.0) -> tuple[Volume, Any]:
+    """The unenhanced phase aligned (local translation for breathing) onto the contrast crop,
+    and the transform used (contrast → unenhanced LPS points; None: the scanner frame).
 
     The registered and the unregistered (same patient frame) resamplings are compared by
     normalised cross-correlation in a ball around the lesion (soft tissue and bone edges
@@ -134,7 +148,7 @@ def _aligned_pre(pre: Volume, post_crop: Volume, center_lps: npt.NDArray[np.floa
         qc.extend(reg.qc or ["phase alignment doubtful"])
     if not np.isfinite(np.asarray(best.array)).all():
         qc.append("unenhanced series does not cover the whole lesion region")
-    return best
+    return best, (reg.transform if best is registered else None)
 
 
 def _neutral_fill(pre: Volume, post: Volume) -> Volume:
@@ -260,7 +274,8 @@ def measure_zone(
     edge (nodular/crescentic → enhancing; a thin smooth rim is reported, not called)."""
     m = StudyMeasurement()
     crop = _crop_like(post, center_lps, half_mm)
-    pre_crop = _aligned_pre(pre, crop, center_lps, m.qc) if pre is not None else None
+    pre_crop, lesion_transform = (_aligned_pre_how(pre, crop, center_lps, m.qc)
+                                  if pre is not None else (None, None))
     zone_result = segment_ablation_zone(
         crop, _neutral_fill(pre_crop, crop) if pre_crop is not None else None, center_lps,
         modality=post.modality, pre_spacing_mm=pre.spacing_mm if pre is not None else None)
@@ -291,21 +306,35 @@ def measure_zone(
             # lesion-wide alignment): measure the enhancement on that
             pre_crop = resample_to(zone_result.pre_aligned, crop, None,
                                    default_value=float("nan"))
-        _classify_ct_zone(m, pre_crop, crop, zone, zone_result, criteria)
+        assert pre is not None
+        _classify_ct_zone(m, pre_crop, crop, zone, zone_result, criteria,
+                          pre_native=pre, lesion_transform=lesion_transform)
     m.full_masks = {name: _paste(post, mask) for name, mask in m.masks.items()}
     return m
 
 
 def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volume,
-                      zone_result: Any, criteria: AssessmentCriteria) -> None:
+                      zone_result: Any, criteria: AssessmentCriteria, *,
+                      pre_native: Volume | None = None, lesion_transform: Any = None) -> None:
     """Enhancing = a nodular/crescentic component found by the zone segmentation (thick,
     compact, brighter than the zone, below the parenchyma level); a thin smooth rim is
     not called; otherwise the zone's median ΔHU (eroded; unless the zone is too small to
-    erode) is classified. No qc note is written for a rim: the thin enhancing band the
-    segmentation finds at the edge is as large next to enhancing parenchyma (partial
-    volume) as on a true benign rim (0.5-0.9 ml, 15-67 % of the surface on zones with
-    and without one), so a note would be noise on every follow-up."""
+    erode) is classified.
+
+    A thin smooth peripheral rim is reported in qc (benign early finding), never called
+    enhancing. It is judged only where the zone borders fat
+    (:func:`measurements.peripheral_rim`): the thin enhancing band the segmentation finds
+    at the edge is as large next to enhancing parenchyma (partial volume) as on a true
+    rim, so that band alone would report a rim on nearly every follow-up.
+
+    The zone's own ΔHU is measured on the unenhanced series' grid when it has a slab
+    entirely inside the zone (:func:`ct_enhancement_at_pre_slabs`: no partial volume from
+    beyond a small zone's poles, phases aligned at that resolution), otherwise on the
+    resampled unenhanced image below."""
     enhancing = _as_bool(zone_result.enhancing_mask)
+    native = (_zone_enhancement_at_pre_slabs(pre_native, post, zone, enhancing, zone_result,
+                                              lesion_transform, criteria)
+              if pre_native is not None else None)
     # measured in an eroded zone, free of the partial-volume edge: along the slice axis
     # that takes a whole slice (a 1.5 mm ball removes none of 2-3 mm slices, whose
     # outermost ones mix the zone with enhancing parenchyma); a zone of a few mm keeps
@@ -318,6 +347,14 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
         if overall.delta_hu is not None:
             break
     assert overall is not None
+    if native is not None and native.delta_hu is not None:
+        overall = native
+    rim = peripheral_rim(post, zone, pre, exclude_mask=enhancing)
+    if rim.present and rim.excess_hu is not None:
+        delta = "" if rim.delta_excess_hu is None else f", {rim.delta_excess_hu:+.0f} HU ΔHU"
+        m.qc.append(f"thin smooth peripheral rim enhancement at the zone edge "
+                    f"({rim.excess_hu:+.0f} HU over the zone beneath{delta}): benign "
+                    "early post-ablation finding, not residual tumour")
     if enhancing.array.any():
         nodule = ct_enhancement(pre, post, enhancing, erode_mm=0.0,
                                 enhancing_hu=criteria.enhancing_hu,
@@ -339,6 +376,27 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
     else:
         m.values["enhancing"] = overall.classification.value
         m.values["enhancement_hu"] = overall.delta_hu
+
+
+def _zone_enhancement_at_pre_slabs(pre_native: Volume, post: Volume, zone: Volume,
+                                   enhancing: Volume, zone_result: Any, lesion_transform: Any,
+                                   criteria: AssessmentCriteria) -> Enhancement | None:
+    """The zone's ΔHU (nodules excluded) on the unenhanced series' own grid, starting from
+    the phase alignment the lesion and the zone segmentation found (lesion-wide, then at
+    the zone), refined there; None when the zone has no voxel left."""
+    own = np.asarray(zone.array, bool) & ~np.asarray(enhancing.array, bool)
+    if not own.any():
+        return None
+    centre = post.index_to_lps(np.argwhere(own).mean(axis=0)[::-1])
+    point = tuple(float(v) for v in centre)
+    if zone_result.pre_aligned is not None and zone_result.pre_transform is not None:
+        point = tuple(zone_result.pre_transform.TransformPoint(point))
+    if lesion_transform is not None:
+        point = tuple(lesion_transform.TransformPoint(point))
+    return ct_enhancement_at_pre_slabs(
+        pre_native, post, zone.with_array(own), offset_mm=np.asarray(point) - centre,
+        erode_mm=_SLAB_ERODE_MM, enhancing_hu=criteria.enhancing_hu,
+        equivocal_hu=criteria.equivocal_hu)
 
 
 def _paste(reference: Volume, crop: Volume) -> Volume:
