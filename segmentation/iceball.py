@@ -28,7 +28,6 @@ from scipy import ndimage as ndi
 from pipeline.image import Volume
 from segmentation._common import (
     as_point_lps,
-    ball_structure,
     fill_holes_3d_and_slices,
     paste_into,
     require_inside,
@@ -205,6 +204,22 @@ def _informative(filtered: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
     return (filtered > _INFORMATIVE_HU[0]) & (filtered < _INFORMATIVE_HU[1])
 
 
+def _within_mm(mask: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float64],
+               reach_mm: float) -> npt.NDArray[np.bool_]:
+    """Voxels within ``reach_mm`` of ``mask`` (a distance transform on the mask's box grown
+    by the reach: a ball dilation of the whole crop took seconds)."""
+    out = np.zeros_like(mask)
+    idx = np.argwhere(mask)
+    if idx.shape[0] == 0:
+        return out
+    pad = np.ceil(reach_mm / np.asarray(spacing_mm)[::-1]).astype(int) + 1
+    lo = np.maximum(idx.min(axis=0) - pad, 0)
+    hi = np.minimum(idx.max(axis=0) + pad + 1, mask.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    out[box] = ndi.distance_transform_edt(~mask[box], sampling=spacing_mm[::-1]) <= reach_mm
+    return out
+
+
 def _distance_to_points_mm(
     shape: tuple[int, ...], points_kji: list[tuple[int, ...]], spacing_mm: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
@@ -249,8 +264,7 @@ def _fit_isotherm_model(
     shaft lies inside a probe's ellipsoid exactly when r ≥ (aspect²·ρ² + (t + beyond)²) /
     (2·aspect·(t + beyond)): the model grows monotonically with r, so for each (aspect,
     beyond) the counts of every r follow from one sort of these thresholds."""
-    near = ndi.binary_dilation(visible, structure=ball_structure(crop.spacing_mm,
-                                                                 _FIT_REACH_MM))
+    near = _within_mm(visible, crop.spacing_mm, _FIT_REACH_MM)
     target = in_band & near
     idx = np.argwhere(target)
     if idx.shape[0] < 20:
@@ -297,12 +311,19 @@ def _fit_isotherm_model(
             break
         score = np.log(p_in / p_out) * h - np.log((1.0 - p_out) / (1.0 - p_in)) * (g - h)
         best = np.unravel_index(int(np.argmax(score)), score.shape)
-    if 2.0 * v[best] / (g[best] + n_visible) < _MIN_MODEL_DICE:
-        return None
     aspect, beyond = shapes[int(best[0])]
+    field = _ellipsoids_distance(pts, tips, axes, float(radii[best[1]]), aspect, beyond)
+    # the model must account for the visible ice around it; visible "ice" farther than
+    # _FIT_REACH_MM from it is what the model replaces (partial-volume fat edges and the
+    # probe shaft joined to the ice ball), not evidence against it
+    model_s, around_s = field[counted] > 0, field[counted] > -_FIT_REACH_MM
+    seen_s = visible_s & around_s
+    agreement = 2.0 * np.count_nonzero(model_s & seen_s) / max(
+        np.count_nonzero(model_s) + np.count_nonzero(seen_s), 1)
+    if agreement < _MIN_MODEL_DICE:
+        return None
     out = np.full(visible.shape, -_FAR_MM, dtype=np.float32)
-    out[box] = _ellipsoids_distance(pts, tips, axes, float(radii[best[1]]), aspect,
-                                    beyond).reshape(tuple(int(v) for v in hi - lo))
+    out[box] = field.reshape(tuple(int(v) for v in hi - lo))
     return out
 
 
