@@ -48,8 +48,12 @@ _MIN_FAT_FACING_VOXELS = 60
 _BODY_OPEN_MM = 2.5
 #: share of the region's body the envelope must hold to be trusted
 _BODY_INSIDE_FRACTION = 0.7
-#: the fitted envelope is enlarged by this factor (lobulation, fit error)
-_ENVELOPE_SCALE = 1.1
+#: the fitted envelope is enlarged by this factor. 1.1 (for lobulation, fit error) let the
+#: partial-volume wedge in the notch where kidney meets fat at the tumour's poles through
+#: (2-3 mm thick, it lengthened the 3D diameter by 1.5-4 mm and, carried into the ice-ball
+#: scan, cut the margin by up to 1.5 mm); the border against fat is re-placed at the local
+#: half level by refine_boundary afterwards, so no slack is needed there
+_ENVELOPE_SCALE = 1.0
 
 
 def segment_tumour(
@@ -249,7 +253,7 @@ def _fat_envelope(
     spacing_mm: npt.NDArray[np.float64],
     seed_kji: tuple[int, int, int],
 ) -> npt.NDArray[np.bool_] | None:
-    """The ellipsoid fitted to the region's surface against fat, enlarged by 10 %.
+    """The ellipsoid fitted to the region's surface against fat (× _ENVELOPE_SCALE).
 
     Against fat the iso-contour is reliable; against enhancing parenchyma textured tumour
     lobes and the medulla share the tumour's attenuation. A renal tumour is a rounded
