@@ -191,8 +191,15 @@ def segment_ablation_zone(
     if opened.sum() > 0.8 * hull.sum():
         along_slices = np.zeros((3, 3, 3), dtype=bool)
         along_slices[:, 1, 1] = True
-        hull = fill_holes_3d_and_slices(
-            hull & ndi.binary_dilation(opened, structure=along_slices))
+        # what the slice-axis reconstruction restores on a slice past the opened zone's
+        # pole must itself be more than a line of voxels (a partial-volume thread at the
+        # kidney-fat junction one slice beyond the pole adds a slice to the 3-D diameter)
+        restored = hull & ndi.binary_dilation(opened, structure=along_slices)
+        beyond = ~np.any(opened, axis=(1, 2))  # slices past the opened zone's poles
+        in_plane = np.zeros((3, 3, 3), dtype=bool)
+        in_plane[1] = ndi.generate_binary_structure(2, 1)
+        cap = ndi.binary_opening(restored & beyond[:, None, None], structure=in_plane)
+        hull = fill_holes_3d_and_slices(restored & ~beyond[:, None, None] | cap)
 
     if enhancement is not None:
         enhancing = enhancement >= (ENHANCING_HU if modality == "CT" else ENHANCING_PCT)
