@@ -332,7 +332,7 @@ def _refine_in_box(
         shell &= _slab_inside(~reg, spacing_mm, 2.0)
         decided, keep = _tissue_band(
             band, np.pad(np.asarray(raw, np.float32), pad, mode="edge"), img, inner, shell,
-            float(inside_level), spacing_mm, min_contrast)
+            lvl_in, float(inside_level), spacing_mm, min_contrast)
         out = np.where(decided, keep, reg)[pad:-pad, pad:-pad, pad:-pad]
     else:
         lvl_out = local_mean(outer)
@@ -385,6 +385,7 @@ def _tissue_band(
     img: npt.NDArray[np.float32],
     inner: npt.NDArray[np.bool_],
     shell: npt.NDArray[np.bool_],
+    lvl_in_local: npt.NDArray[np.float32],
     inside_level: float,
     spacing_mm: npt.NDArray[np.float64],
     min_contrast: float,
@@ -408,7 +409,7 @@ def _tissue_band(
     decided = np.zeros(band.shape, bool)
     keep = np.ones(band.shape, bool)
     for sign in (-1.0, 1.0):
-        level_in = (np.full(band.shape, inside_level, np.float32) if sign > 0
+        level_in = (np.minimum(lvl_in_local, np.float32(inside_level)) if sign > 0
                     else np.maximum(nearest_in, np.float32(inside_level)))
         tissue = shell & (sign * (img - level_in) > 0.5 * min_contrast)
         if not tissue.any():
