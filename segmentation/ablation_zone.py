@@ -184,9 +184,18 @@ def segment_ablation_zone(
     # narrower than the ball, 5-8 % of the volume; reconstructing within 2 mm in-plane
     # also kept 2 mm of every spur, the partial-volume wedge where the zone meets a
     # kidney-fat or muscle-fat interface: +1.5-3 mm of long axis on early zones)
+    unrefined_slices = np.any(hull, axis=(1, 2))
     hull = refine_boundary(hull, smooth, spacing, seed_kji, band_mm=2.0, min_contrast=(
         20.0 if modality == "CT" else 0.15 * zone_level), raw=crop.array,
         inside_level=zone_level)
+    # the band reaches one slice past each pole per pass: what it grows on a slice the
+    # zone did not reach must be more than a line of voxels (a partial-volume thread where
+    # the kidney surface meets fat, past the pole, adds slices to the 3-D diameter)
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = ndi.generate_binary_structure(2, 1)
+    past = ~unrefined_slices[:, None, None]
+    hull = fill_holes_3d_and_slices(hull & ~past | ndi.binary_opening(hull & past,
+                                                                      structure=in_plane))
     opened = smooth_mask(hull, spacing, 3.5)
     if opened.sum() > 0.8 * hull.sum():
         along_slices = np.zeros((3, 3, 3), dtype=bool)
@@ -196,8 +205,6 @@ def segment_ablation_zone(
         # kidney-fat junction one slice beyond the pole adds a slice to the 3-D diameter)
         restored = hull & ndi.binary_dilation(opened, structure=along_slices)
         beyond = ~np.any(opened, axis=(1, 2))  # slices past the opened zone's poles
-        in_plane = np.zeros((3, 3, 3), dtype=bool)
-        in_plane[1] = ndi.generate_binary_structure(2, 1)
         cap = ndi.binary_opening(restored & beyond[:, None, None], structure=in_plane)
         hull = fill_holes_3d_and_slices(restored & ~beyond[:, None, None] | cap)
 
