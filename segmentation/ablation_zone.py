@@ -181,16 +181,36 @@ def segment_ablation_zone(
         hull = core
         qc.append("ablation zone is not compact: convex completion skipped")
     # the window [lo, hi] cuts the partial-volume border against bright parenchyma at the
-    # zone + 20 HU level: move the border to the local 50 % level, then drop thin spurs
-    # (an opening, reconstructed within 2 mm of what it keeps: the opening alone also
-    # shaves the convex poles of the zone, whose last 2-3 mm slices are narrower than
-    # the ball, and its corners: 5-8 % of the volume)
+    # zone + 20 HU level: move the border to the 50 % level between the zone and the
+    # tissue it touches (the zone is homogeneous: its level is known), then drop thin
+    # spurs (an opening, reconstructed by one slice along the slice axis only: the
+    # opening alone shaves the convex poles of the zone, whose last 2-3 mm slices are
+    # narrower than the ball, 5-8 % of the volume; reconstructing within 2 mm in-plane
+    # also kept 2 mm of every spur, the partial-volume wedge where the zone meets a
+    # kidney-fat or muscle-fat interface: +1.5-3 mm of long axis on early zones)
+    unrefined_slices = np.any(hull, axis=(1, 2))
     hull = refine_boundary(hull, smooth, spacing, seed_kji, band_mm=2.0, min_contrast=(
-        20.0 if modality == "CT" else 0.15 * zone_level))
+        20.0 if modality == "CT" else 0.15 * zone_level), raw=crop.array,
+        inside_level=zone_level)
+    # the band reaches one slice past each pole per pass: what it grows on a slice the
+    # zone did not reach must be more than a line of voxels (a partial-volume thread where
+    # the kidney surface meets fat, past the pole, adds slices to the 3-D diameter)
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = ndi.generate_binary_structure(2, 1)
+    past = ~unrefined_slices[:, None, None]
+    hull = fill_holes_3d_and_slices(hull & ~past | ndi.binary_opening(hull & past,
+                                                                      structure=in_plane))
     opened = smooth_mask(hull, spacing, 3.5)
     if opened.sum() > 0.8 * hull.sum():
-        hull = fill_holes_3d_and_slices(
-            hull & ndi.binary_dilation(opened, structure=ball_structure(spacing, 2.0)))
+        along_slices = np.zeros((3, 3, 3), dtype=bool)
+        along_slices[:, 1, 1] = True
+        # what the slice-axis reconstruction restores on a slice past the opened zone's
+        # pole must itself be more than a line of voxels (a partial-volume thread at the
+        # kidney-fat junction one slice beyond the pole adds a slice to the 3-D diameter)
+        restored = hull & ndi.binary_dilation(opened, structure=along_slices)
+        beyond = ~np.any(opened, axis=(1, 2))  # slices past the opened zone's poles
+        cap = ndi.binary_opening(restored & beyond[:, None, None], structure=in_plane)
+        hull = fill_holes_3d_and_slices(restored & ~beyond[:, None, None] | cap)
 
     if enhancement is not None:
         enhancing = enhancement >= (ENHANCING_HU if modality == "CT" else ENHANCING_PCT)

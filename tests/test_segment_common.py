@@ -59,3 +59,64 @@ def test_bbox_slices_margin_clip_and_include() -> None:
                                                          slice(10, 30))
     assert bbox_slices(np.zeros((3, 3, 3), bool)) is None
     assert fill_holes_3d_and_slices(np.zeros((3, 3, 3), bool)).sum() == 0
+
+
+def _small_zone_at_a_junction() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(raw image, truth, distance from the centre in mm, spacing) of a 6 mm-radius zone
+    (30 HU) on 3 mm slices, half in fat (−100 HU), half in kidney (170 HU), with the
+    box-filter partial volume of the synthetic archives (5×5×9 samples per voxel) and
+    noise of 5 HU. Truth: voxel centres inside the sphere."""
+    spacing = np.array([0.7, 0.7, 3.0])
+    shape = (12, 44, 44)
+    centre = np.array([22 * 0.7 + 0.2, 22 * 0.7 - 0.1, 6 * 3.0 + 0.9])  # x, y, z mm
+    radius = 6.0
+
+    def tissue(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        r = np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2)
+        return np.where(r <= radius, 30.0, np.where(x < centre[0], -100.0, 170.0))
+
+    k, j, i = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    samples = (5, 5, 9)
+    acc = np.zeros(shape)
+    for a in range(samples[0]):
+        for b in range(samples[1]):
+            for c in range(samples[2]):
+                acc += tissue((i + (a + 0.5) / samples[0] - 0.5) * spacing[0],
+                              (j + (b + 0.5) / samples[1] - 0.5) * spacing[1],
+                              (k + (c + 0.5) / samples[2] - 0.5) * spacing[2])
+    raw = acc / np.prod(samples) + np.random.default_rng(3).normal(0.0, 5.0, shape)
+    r = np.sqrt((i * spacing[0] - centre[0]) ** 2 + (j * spacing[1] - centre[1]) ** 2
+                + (k * spacing[2] - centre[2]) ** 2)
+    return raw, r <= radius, r - radius, spacing
+
+
+@pytest.mark.parametrize("start_mm", [-0.8, 0.0, 1.0])
+def test_tissue_aware_refinement_finds_a_small_zone_at_a_junction(start_mm: float) -> None:
+    """The shell average mixes fat and kidney around a small zone at their junction and
+    the σ 0.8 mm smoothing bends a curved border inwards: the plain refinement reads such
+    a zone 20-28 % small (Dice ≈ 0.85). Against the nearest tissue on each side, decided
+    on the unsmoothed image with the zone's level known, it is within 6 % and no voxel
+    lies more than 1 mm outside it."""
+    from segmentation._common import dice, refine_boundary
+
+    raw, truth, beyond_mm, spacing = _small_zone_at_a_junction()
+    smooth = ndi.gaussian_filter(raw, (0.0, 0.8 / 0.7, 0.8 / 0.7))
+    start = beyond_mm <= start_mm
+    seed = (6, 22, 22)
+    plain = refine_boundary(start, smooth, spacing, seed, band_mm=2.0, min_contrast=20.0)
+    aware = refine_boundary(start, smooth, spacing, seed, band_mm=2.0, min_contrast=20.0,
+                            raw=raw, inside_level=30.0)
+    assert abs(aware.sum() / truth.sum() - 1.0) < 0.06
+    assert dice(aware, truth) >= 0.95
+    assert beyond_mm[aware].max() <= 1.0
+    assert plain.sum() < 0.85 * truth.sum()  # what the plain refinement does here
+
+
+def test_slab_inside_needs_both_neighbours_along_thick_axes_only() -> None:
+    from segmentation._common import _slab_inside
+
+    mask = np.zeros((5, 5, 5), bool)
+    mask[1:4, 1:4, 1:4] = True
+    out = _slab_inside(mask, np.array([0.7, 0.7, 3.0]), 2.0)  # (i, j, k): k is thick
+    assert out[2].sum() == 9 and not out[1].any() and not out[3].any()
+    assert (_slab_inside(mask, np.array([0.7, 0.7, 2.0]), 2.0) == mask).all()
