@@ -278,7 +278,7 @@ def _fit_isotherm_model(
     pts_s, target_s = pts[counted], target[box].ravel()[counted]
     near_s = near[box].ravel()[counted]
     visible_s = visible[box].ravel()[counted]
-    n_target, n_near, n_visible = int(target_s.sum()), int(near_s.sum()), int(visible_s.sum())
+    n_target, n_near = int(target_s.sum()), int(near_s.sum())
     if n_target < 20:
         return None
     along = np.stack([(pts_s - tip) @ axis for tip, axis in zip(tips, axes, strict=True)])
@@ -286,7 +286,7 @@ def _fit_isotherm_model(
                         for tip in tips]) - along**2
     step = 0.25
     radii = np.arange(_MODEL_R_MM[0], _MODEL_R_MM[1], step)
-    shapes, grown, hits, near_in, seen = [], [], [], [], []
+    shapes, grown, hits, near_in = [], [], [], []
     for aspect in np.arange(1.0, 1.61, 0.1):
         for beyond in np.arange(0.0, 16.1, 1.0):
             u = along + beyond
@@ -299,8 +299,7 @@ def _fit_isotherm_model(
             grown.append(np.cumsum(np.bincount(first, minlength=len(radii) + 1)[:-1]))
             hits.append(np.cumsum(np.bincount(first[target_s], minlength=len(radii) + 1)[:-1]))
             near_in.append(np.cumsum(np.bincount(first[near_s], minlength=len(radii) + 1)[:-1]))
-            seen.append(np.cumsum(np.bincount(first[visible_s], minlength=len(radii) + 1)[:-1]))
-    g, h, nin, v = (np.asarray(a, dtype=np.float64) for a in (grown, hits, near_in, seen))
+    g, h, nin = (np.asarray(a, dtype=np.float64) for a in (grown, hits, near_in))
     dice = 2.0 * h / (g + n_target)
     best = np.unravel_index(int(np.argmax(dice)), dice.shape)
     for _ in range(3):
