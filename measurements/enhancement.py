@@ -38,6 +38,7 @@ from measurements._common import (
     _spacing_kji,
 )
 from pipeline.image import Volume
+from segmentation._sitk import mutual_information, quantize  # the registration's MI
 
 __all__ = [
     "EnhancementClass",
@@ -168,22 +169,38 @@ def ct_enhancement(
     post = post_hu.array[inside].astype(np.float64)
     pre_limit = min(exclude_unenhanced_above_hu, exclude_above_hu)
     keep = (pre <= pre_limit) & (post <= exclude_above_hu)
-    n_excluded = int(np.count_nonzero(~keep))
-    pre, post = pre[keep], post[keep]
-    if pre.size < min_voxels:
-        return Enhancement(
-            None, None, EnhancementClass.NOT_ASSESSABLE, int(pre.size), n_excluded, None, None
-        )
+    return _summary(pre, post, keep, int(np.count_nonzero(~keep)), enhancing_hu,
+                    equivocal_hu, min_voxels)
+
+
+def _summary(
+    pre_hu: npt.NDArray[np.float64],
+    post_hu: npt.NDArray[np.float64],
+    keep: npt.NDArray[np.bool_],
+    n_excluded: int,
+    enhancing_hu: float,
+    equivocal_hu: float,
+    min_voxels: int,
+    offset_mm: npt.NDArray[np.float64] | None = None,
+) -> Enhancement:
+    """The median ΔHU over the ``keep`` voxels of paired unenhanced/contrast values,
+    classified; not assessable below ``min_voxels``."""
+    n_kept = int(np.count_nonzero(keep))
+    if n_kept < min_voxels:
+        return Enhancement(None, None, EnhancementClass.NOT_ASSESSABLE, n_kept, n_excluded,
+                           None, None, offset_mm)
+    pre, post = pre_hu[keep], post_hu[keep]
     delta = post - pre
     median = float(np.median(delta))
     return Enhancement(
         delta_hu=median,
         mean_delta_hu=float(delta.mean()),
         classification=_classify(median, enhancing_hu, equivocal_hu),
-        n_voxels=int(pre.size),
+        n_voxels=n_kept,
         n_excluded=n_excluded,
         pre_hu=float(np.median(pre)),
         post_hu=float(np.median(post)),
+        offset_mm=offset_mm,
     )
 
 
@@ -273,13 +290,13 @@ def ct_enhancement_at_pre_slabs(
     grid, points = grid[ok], points[ok]
     pre_vals = np.asarray(pre_hu.array)[grid[:, 2], grid[:, 1], grid[:, 0]].astype(np.float64)
     normal = pre_hu.affine_lps[:3, 2] / np.linalg.norm(pre_hu.affine_lps[:3, 2])
-    thickness = float(pre_hu.spacing_mm[2])
-    n_sub = int(np.ceil(thickness / _SLAB_STEP_MM)) + 1
+    slab_mm = float(pre_hu.spacing_mm[2])
+    n_sub = int(np.ceil(slab_mm / _SLAB_STEP_MM)) + 1
     all_in = np.ones(len(grid), dtype=bool)
     post_sum = np.zeros(len(grid), dtype=np.float64)
     post_max = np.full(len(grid), -np.inf)
-    for u in np.linspace(-thickness / 2.0, thickness / 2.0, n_sub):
-        q = points + u * normal
+    for u_mm in np.linspace(-slab_mm / 2.0, slab_mm / 2.0, n_sub):
+        q = points + u_mm * normal
         ijk = np.rint(q @ post_inv[:3, :3].T + post_inv[:3, 3]).astype(int)
         kji_q = ijk[:, ::-1]
         ok = np.all((kji_q >= 0) & (kji_q < shape), axis=1)
@@ -291,22 +308,8 @@ def ct_enhancement_at_pre_slabs(
     post_box = post_sum / n_sub
     pre_limit = min(exclude_unenhanced_above_hu, exclude_above_hu)
     keep = all_in & (pre_vals <= pre_limit) & (post_max <= exclude_above_hu)
-    n_excluded = int(np.count_nonzero(all_in & ~keep))
-    if np.count_nonzero(keep) < min_voxels:
-        return Enhancement(None, None, na, int(np.count_nonzero(keep)), n_excluded, None, None,
-                           offset)
-    delta = post_box[keep] - pre_vals[keep]
-    median = float(np.median(delta))
-    return Enhancement(
-        delta_hu=median,
-        mean_delta_hu=float(delta.mean()),
-        classification=_classify(median, enhancing_hu, equivocal_hu),
-        n_voxels=int(np.count_nonzero(keep)),
-        n_excluded=n_excluded,
-        pre_hu=float(np.median(pre_vals[keep])),
-        post_hu=float(np.median(post_box[keep])),
-        offset_mm=offset,
-    )
+    return _summary(pre_vals, post_box, keep, int(np.count_nonzero(all_in & ~keep)),
+                    enhancing_hu, equivocal_hu, min_voxels, offset)
 
 
 def _eroded_in_plane(mask: npt.NDArray[np.bool_], spacing_kji: Any, erode_mm: float
@@ -324,17 +327,6 @@ def _eroded_in_plane(mask: npt.NDArray[np.bool_], spacing_kji: Any, erode_mm: fl
     return out
 
 
-def _mutual_information(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
-    lo, hi = _MI_RANGE_HU
-    ia = np.clip(((a - lo) * (_MI_BINS / (hi - lo))).astype(int), 0, _MI_BINS - 1)
-    ib = np.clip(((b - lo) * (_MI_BINS / (hi - lo))).astype(int), 0, _MI_BINS - 1)
-    joint = np.bincount(ia * _MI_BINS + ib, minlength=_MI_BINS * _MI_BINS).astype(np.float64)
-    p = joint.reshape(_MI_BINS, _MI_BINS) / max(joint.sum(), 1.0)
-    outer = p.sum(axis=1, keepdims=True) @ p.sum(axis=0, keepdims=True)
-    nz = p > 0
-    return float(np.sum(p[nz] * np.log(p[nz] / outer[nz])))
-
-
 def _refine_offset_mi(pre_hu: Volume, post: npt.NDArray[np.float32], post_hu: Volume,
                       centre_lps: npt.NDArray[np.float64], offset: npt.NDArray[np.float64],
                       radius_mm: float) -> npt.NDArray[np.float64]:
@@ -345,12 +337,12 @@ def _refine_offset_mi(pre_hu: Volume, post: npt.NDArray[np.float32], post_hu: Vo
     given offset is a candidate, so the result never matches worse than it."""
     from scipy.ndimage import map_coordinates, uniform_filter1d
 
-    t = float(post_hu.spacing_mm[2])
-    thickness = float(pre_hu.spacing_mm[2])
-    up = max(1, round(t / 0.5))
-    reach = radius_mm + float(np.max(_SEARCH_SPAN_MM)) + thickness + 2.0 * t
+    post_slice_mm = float(post_hu.spacing_mm[2])
+    slab_mm = float(pre_hu.spacing_mm[2])
+    up = max(1, round(post_slice_mm / 0.5))  # contrast slices upsampled to ≤ 0.5 mm
+    reach_mm = radius_mm + float(np.max(_SEARCH_SPAN_MM)) + slab_mm + 2.0 * post_slice_mm
     c_kji = post_hu.lps_to_index(centre_lps)[::-1]
-    half = np.ceil(reach / post_hu.spacing_mm[::-1]).astype(int)
+    half = np.ceil(reach_mm / post_hu.spacing_mm[::-1]).astype(int)
     lo = np.maximum(np.floor(c_kji).astype(int) - half, 0)
     hi = np.minimum(np.ceil(c_kji).astype(int) + half + 1, post.shape)
     sub = post[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
@@ -358,7 +350,7 @@ def _refine_offset_mi(pre_hu: Volume, post: npt.NDArray[np.float32], post_hu: Vo
         return offset
     fine = sub[np.clip(np.rint(np.arange(0, sub.shape[0] - 1 + 1e-6, 1.0 / up)).astype(int),
                        0, sub.shape[0] - 1)]
-    boxed = uniform_filter1d(fine, max(1, round(thickness * up / t)), axis=0,
+    boxed = uniform_filter1d(fine, max(1, round(slab_mm * up / post_slice_mm)), axis=0,
                              mode="nearest")
     # unenhanced voxels in the ball
     c_pre = centre_lps + offset
@@ -378,7 +370,7 @@ def _refine_offset_mi(pre_hu: Volume, post: npt.NDArray[np.float32], post_hu: Vo
     # only points the contrast box holds for every candidate offset (a slab and the search
     # span inside its border)
     ijk0 = (lps - offset) @ inv[:3, :3].T + inv[:3, 3]
-    margin = (float(np.max(_SEARCH_SPAN_MM)) + 1.0 + thickness / 2.0) / post_hu.spacing_mm
+    margin = (float(np.max(_SEARCH_SPAN_MM)) + 1.0 + slab_mm / 2.0) / post_hu.spacing_mm
     sub_lo = np.array([lo[2], lo[1], lo[0]], float) + margin
     sub_hi = np.array([hi[2], hi[1], hi[0]], float) - 1.0 - margin
     ball &= np.all((ijk0 >= sub_lo) & (ijk0 <= sub_hi), axis=1)
@@ -386,6 +378,7 @@ def _refine_offset_mi(pre_hu: Volume, post: npt.NDArray[np.float32], post_hu: Vo
     if len(kji) < 500:
         return offset
     pre_vals = np.asarray(pre_hu.array)[kji[:, 0], kji[:, 1], kji[:, 2]].astype(np.float32)
+    pre_bins = quantize(pre_vals, *_MI_RANGE_HU, _MI_BINS)
 
     def score(off: npt.NDArray[np.float64]) -> float:
         ijk = (lps - off) @ inv[:3, :3].T + inv[:3, 3]
@@ -394,7 +387,8 @@ def _refine_offset_mi(pre_hu: Volume, post: npt.NDArray[np.float32], post_hu: Vo
         ok = np.isfinite(vals)
         if ok.sum() < 0.9 * len(vals):
             return -np.inf
-        return _mutual_information(pre_vals[ok], vals[ok])
+        return mutual_information(pre_bins[ok] * _MI_BINS + quantize(vals[ok], *_MI_RANGE_HU,
+                                                                   _MI_BINS), _MI_BINS)
 
     def grid_search(centre: npt.NDArray[np.float64], span: npt.NDArray[np.float64],
                     step: npt.NDArray[np.float64]) -> tuple[float, npt.NDArray[np.float64]]:

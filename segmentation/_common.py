@@ -312,13 +312,7 @@ def _refine_in_box(
     if inner.sum() < 20 or outer.sum() < 20:
         return region
     sigma_vox = [3.0 / s for s in spacing_mm[::-1]]
-
-    def local_mean(sel: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
-        w = ndi.gaussian_filter(sel.astype(np.float32), sigma_vox)
-        v = ndi.gaussian_filter(np.where(sel, img, 0.0).astype(np.float32), sigma_vox)
-        return np.asarray(v / np.maximum(w, 1e-3))
-
-    lvl_in = local_mean(inner)
+    lvl_in = _local_mean(inner, img, sigma_vox)
     # the band in a metric where a step along a thick-slice axis counts as at most
     # ``band_mm`` (else the first slice beyond the border is never reached)
     step = np.minimum(np.asarray(spacing_mm, float), band_mm)[::-1]
@@ -335,7 +329,7 @@ def _refine_in_box(
             lvl_in, float(inside_level), spacing_mm, min_contrast)
         out = np.where(decided, keep, reg)[pad:-pad, pad:-pad, pad:-pad]
     else:
-        lvl_out = local_mean(outer)
+        lvl_out = _local_mean(outer, img, sigma_vox)
         mid = 0.5 * (lvl_in + lvl_out)
         contrast = lvl_in - lvl_out
         band &= np.abs(contrast) >= min_contrast
@@ -343,6 +337,15 @@ def _refine_in_box(
         out = np.where(band, inside_side, reg)[pad:-pad, pad:-pad, pad:-pad]
     out = fill_holes_3d_and_slices(np.asarray(out))
     return nearest_component(out, seed_kji, spacing_mm, max_distance_mm=8.0)
+
+
+def _local_mean(sel: npt.NDArray[np.bool_], img: npt.NDArray[np.float32],
+                sigma_vox: list[float]) -> npt.NDArray[np.float32]:
+    """Gaussian-weighted mean of ``img`` over the voxels of ``sel`` (normalised by the
+    weight of ``sel``, so the level is of that tissue alone), σ in voxels per axis."""
+    w = ndi.gaussian_filter(sel.astype(np.float32), sigma_vox)
+    v = ndi.gaussian_filter(np.where(sel, img, 0.0).astype(np.float32), sigma_vox)
+    return np.asarray(v / np.maximum(w, 1e-3))
 
 
 def _slab_inside(
@@ -373,10 +376,9 @@ def _nearest_level(
     """(Level of the nearest voxels of ``sel`` — averaged over ``sel`` with a Gaussian of
     σ 1 mm, normalised — and the distance to them in mm) for every voxel."""
     sigma_vox = [1.0 / s if 1.0 / s >= 0.3 else 0.0 for s in spacing_mm[::-1]]
-    w = ndi.gaussian_filter(sel.astype(np.float32), sigma_vox)
-    v = ndi.gaussian_filter(np.where(sel, img, 0.0).astype(np.float32), sigma_vox)
+    level = _local_mean(sel, img, sigma_vox)
     dist, idx = ndi.distance_transform_edt(~sel, sampling=spacing_mm[::-1], return_indices=True)
-    return np.asarray((v / np.maximum(w, 1e-3))[tuple(idx)]), np.asarray(dist)
+    return level[tuple(idx)], np.asarray(dist)
 
 
 def _tissue_band(

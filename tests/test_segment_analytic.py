@@ -98,18 +98,33 @@ def test_segment_tumour_seed_outside_the_image_names_the_point() -> None:
 
 
 # ----------------------------------------------------------------------------- ice ball
-def _iceball_scene() -> tuple[Volume, np.ndarray, np.ndarray]:
-    """Soft tissue (35 HU) with fat (−100) for y < 22 mm; a 14 mm ice ball (−50 in tissue,
-    unchanged in fat) around a probe coming from +y whose tip is 6 mm past the centre."""
+def _probe_from_plus_y(x: np.ndarray, y: np.ndarray, z: np.ndarray,
+                       tip: np.ndarray) -> np.ndarray:
+    """A 0.8 mm-radius probe shaft running from ``tip`` towards +y."""
+    return ((x - tip[0]) ** 2 + (z - tip[2]) ** 2 <= 0.8**2) & (y >= tip[1])
+
+
+def _iceball_array(frozen_fat_hu: float | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Noise-free soft tissue (35 HU) with fat (−100) for y < 22 mm; a 14 mm ice ball (−50
+    in tissue; in fat unchanged or ``frozen_fat_hu``) around a probe coming from +y whose
+    tip is 6 mm past the centre. Returns (HU array, ice-ball mask, tip LPS mm)."""
     x, y, z = _grid()
     arr = np.full(_SHAPE, 35.0, np.float32)
     fat = y < 22.0
     arr[fat] = -100.0
     ice = _ball(x, y, z, _C, 14.0)
     arr[ice & ~fat] = -50.0
+    if frozen_fat_hu is not None:
+        arr[ice & fat] = frozen_fat_hu
     tip = _C - np.array([0.0, 6.0, 0.0])
-    probe = ((x - tip[0]) ** 2 + (z - tip[2]) ** 2 <= 0.8**2) & (y >= tip[1])
-    arr[probe] = 3071.0
+    arr[_probe_from_plus_y(x, y, z, tip)] = 3071.0
+    return arr, ice, tip
+
+
+def _iceball_scene() -> tuple[Volume, np.ndarray, np.ndarray]:
+    """:func:`_iceball_array` with CT noise."""
+    arr, ice, tip = _iceball_array()
     return _volume(arr + _noise(2, 12.0)), ice, tip
 
 
@@ -145,8 +160,7 @@ def test_segment_iceball_says_when_the_model_does_not_fit() -> None:
     arr = np.full(_SHAPE, 35.0, dtype=np.float32)
     sheet = (np.abs(z - _C[2]) <= 2.0) & (np.abs(x - _C[0]) <= 25.0) & (np.abs(y - _C[1]) <= 25.0)
     arr[sheet] = -50.0
-    probe = ((x - tip[0]) ** 2 + (z - tip[2]) ** 2 <= 0.8**2) & (y >= tip[1])
-    arr[probe] = 3071.0
+    arr[_probe_from_plus_y(x, y, z, tip)] = 3071.0
     res = segment_iceball(_volume(arr + _noise(2, 12.0)), _C, half_size_mm=35.0)
     assert any("did not fit" in q for q in res.qc)
     assert res.distance_mm is None
@@ -158,15 +172,8 @@ def test_segment_iceball_model_keeps_its_size_under_streaks(streak_hu: float) ->
     fragment the visible ice border; the opening that cleans the visible ice eats those
     fragments, and a model fitted to it came out 2-3 mm small (volume 0.71-0.80). The
     model fitted to the voxels reading as ice keeps the radius within ~0.5 mm."""
+    arr, ice, _tip = _iceball_array(frozen_fat_hu=-60.0)
     x, y, z = _grid()
-    arr = np.full(_SHAPE, 35.0, np.float32)
-    fat = y < 22.0
-    arr[fat] = -100.0
-    ice = _ball(x, y, z, _C, 14.0)
-    arr[ice & ~fat] = -50.0
-    arr[ice & fat] = -60.0  # frozen fat
-    tip = _C - np.array([0.0, 6.0, 0.0])
-    arr[((x - tip[0]) ** 2 + (z - tip[2]) ** 2 <= 0.8**2) & (y >= tip[1])] = 3071.0
     theta = np.arctan2(y - _C[1], x - _C[0])
     rho = np.hypot(x - _C[0], y - _C[1])
     streak = (streak_hu * np.cos(3.0 * theta + 0.4) * (np.abs(z - _C[2]) <= 8.0)
@@ -190,8 +197,7 @@ def test_segment_iceball_model_accepted_despite_visible_ice_leaking_far_away() -
     ice = _ball(x, y, z, _C, 10.0)
     arr[ice] = -50.0
     arr[(np.abs(z - _C[2]) <= 3.0) & (y >= _C[1])] = -40.0
-    tip = _C - np.array([0.0, 6.0, 0.0])
-    arr[((x - tip[0]) ** 2 + (z - tip[2]) ** 2 <= 0.8**2) & (y >= tip[1])] = 3071.0
+    arr[_probe_from_plus_y(x, y, z, _C - np.array([0.0, 6.0, 0.0]))] = 3071.0
     res = segment_iceball(_volume(arr + _noise(2, 12.0)), _C, half_size_mm=35.0)
     assert res.distance_mm is not None and not any("did not fit" in q for q in res.qc)
     mask = res.mask.array.astype(bool)
