@@ -214,6 +214,13 @@ def _resample_axial(
     corners = np.array([[a, b, c] for a in ends[0] for b in ends[1] for c in ends[2]])
     lps = src_vol.index_to_lps(corners)
     lo_lps = lps.min(axis=0)
+    # the output slices at the source's slice centres along S (the lowest padding-voxel
+    # centre; the padding holds no mask): a source whose slices are S-aligned but indexed
+    # along another axis is then cut where it was acquired, not half a slice off, where
+    # the interpolated 0.5 level is the intersection of two slices
+    centres = np.array([[a, b, c] for a in (0.0, n[0] - 1) for b in (0.0, n[1] - 1)
+                        for c in (0.0, n[2] - 1)])
+    lo_lps[2] = src_vol.index_to_lps(centres)[:, 2].min()
     size = np.ceil((lps.max(axis=0) - lo_lps) / out_spacing).astype(int) + 1
     src = src_vol.to_sitk()
     out_img = sitk.Resample(
