@@ -21,7 +21,8 @@ Definitions (all in millimetres of patient space, whatever the grid orientation)
   slices are used as they are. Otherwise (coronal, sagittal, oblique) the mask is resampled
   with linear interpolation onto an LPS-aligned grid cropped to the lesion (in-plane spacing
   ``min(spacing)/2`` bounded to [0.25, 1] mm, slice spacing the original spacing along the
-  axis closest to S) and the 0.5 iso-line of the interpolated mask is used.
+  axis closest to S, slices at the source's slice centres along S) and the 0.5 iso-line
+  of the interpolated mask is used.
 * **3-D maximum diameter.** The largest distance between two points of the 3-D boundary
   surface (Feret/caliper diameter), mesh in LPS via the affine. A PCA "major axis length"
   is not a caliper diameter and is not used.
