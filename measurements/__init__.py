@@ -11,8 +11,10 @@ from measurements.components import (
     Component,
     ComponentShape,
     PeripheralRim,
+    RimPart,
     enhancing_components,
     peripheral_rim,
+    rim_parts,
 )
 from measurements.enhancement import (
     Enhancement,
@@ -69,4 +71,6 @@ __all__ = [
     "enhancing_components",
     "PeripheralRim",
     "peripheral_rim",
+    "RimPart",
+    "rim_parts",
 ]

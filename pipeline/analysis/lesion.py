@@ -26,6 +26,7 @@ from measurements import (
     mean_attenuation_hu,
     mr_enhancement,
     peripheral_rim,
+    rim_parts,
     signed_distance_mm,
     volume_ml,
 )
@@ -350,11 +351,28 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
     if native is not None and native.delta_hu is not None:
         overall = native
     rim = peripheral_rim(post, zone, pre, exclude_mask=enhancing)
+    nodule_volumes_ml = list(zone_result.nodule_volumes_ml)
     if rim.present and rim.excess_hu is not None:
         delta = "" if rim.delta_excess_hu is None else f", {rim.delta_excess_hu:+.0f} HU ΔHU"
         m.qc.append(f"thin smooth peripheral rim enhancement at the zone edge "
                     f"({rim.excess_hu:+.0f} HU over the zone beneath{delta}): benign "
                     "early post-ablation finding, not residual tumour")
+        if enhancing.array.any():
+            # a thick slice cutting the rim tangentially (at a pole) shows it as a disc
+            # the segmentation takes for a nodule: judged against the rim it sits in
+            parts, rim_pieces = rim_parts(enhancing, zone, pre, post, rim,
+                                          enhancing_hu=criteria.enhancing_hu)
+            for part in parts:
+                if part.is_rim:
+                    m.qc.append(
+                        f"enhancing component of {part.volume_ml:.2f} ml within the rim "
+                        f"layer ({part.depth_mm:.1f} mm deep, layer {part.layer_depth_mm:.1f}"
+                        f" mm) and not enhancing above the rim ({part.above_rim_hu:+.0f} HU "
+                        "ΔHU): part of the benign rim, not a nodule")
+            if np.asarray(rim_pieces.array).any():
+                enhancing = enhancing.with_array(np.asarray(enhancing.array, bool)
+                                                 & ~np.asarray(rim_pieces.array, bool))
+                nodule_volumes_ml = [p.volume_ml for p in parts if not p.is_rim]
     if enhancing.array.any():
         nodule = ct_enhancement(pre, post, enhancing, erode_mm=0.0,
                                 enhancing_hu=criteria.enhancing_hu,
@@ -370,7 +388,7 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
         m.masks["enhancing"] = enhancing
         m.values["enhancing"] = criteria.classify_ct_delta_hu(delta).value
         m.values["enhancement_hu"] = delta
-        volumes = ", ".join(f"{v:.2f} ml" for v in zone_result.nodule_volumes_ml)
+        volumes = ", ".join(f"{v:.2f} ml" for v in nodule_volumes_ml)
         m.qc.append(f"enhancing component(s) at the zone: {volumes}; "
                     f"ΔHU {nodule.delta_hu if nodule.delta_hu is not None else float('nan'):+.0f}")
     else:
