@@ -18,10 +18,12 @@ import numpy.typing as npt
 from measurements import (
     EmptyMaskError,
     Enhancement,
+    EnhancementClass,
     ablative_margin_from_distances,
     axial_diameters,
     ct_enhancement,
     ct_enhancement_at_pre_slabs,
+    ct_enhancement_partial_slabs,
     max_3d_diameter_mm,
     mean_attenuation_hu,
     mr_enhancement,
@@ -350,6 +352,11 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
     assert overall is not None
     if native is not None and native.delta_hu is not None:
         overall = native
+        if native.standard_error_hu is not None:
+            m.qc.append(
+                f"zone thinner than one unenhanced slice: ΔHU {native.delta_hu:+.0f} ± "
+                f"{1.96 * native.standard_error_hu:.0f} HU (95 % noise interval) from the "
+                f"partly filled slabs unmixed → {native.classification.value}")
     rim = peripheral_rim(post, zone, pre, exclude_mask=enhancing)
     nodule_volumes_ml = list(zone_result.nodule_volumes_ml)
     if rim.present and rim.excess_hu is not None:
@@ -380,7 +387,9 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
         delta = nodule.delta_hu
         # a dead zone reads ~0 HU on the subtraction; when it reads higher (residual
         # misalignment, beam hardening near metal) the nodule is judged relative to it
-        bias = overall.delta_hu if overall.delta_hu is not None and overall.delta_hu > 0 else 0.0
+        bias = overall.delta_hu if (overall.delta_hu is not None and overall.delta_hu > 0 and
+                                    overall.classification is not EnhancementClass.NOT_ASSESSABLE
+                                    ) else 0.0
         if delta is not None and bias:
             delta -= bias
             m.qc.append(f"zone reads {bias:+.0f} HU on the subtraction: nodule enhancement "
@@ -411,8 +420,16 @@ def _zone_enhancement_at_pre_slabs(pre_native: Volume, post: Volume, zone: Volum
         point = tuple(zone_result.pre_transform.TransformPoint(point))
     if lesion_transform is not None:
         point = tuple(lesion_transform.TransformPoint(point))
-    return ct_enhancement_at_pre_slabs(
+    whole = ct_enhancement_at_pre_slabs(
         pre_native, post, zone.with_array(own), offset_mm=np.asarray(point) - centre,
+        erode_mm=_SLAB_ERODE_MM, enhancing_hu=criteria.enhancing_hu,
+        equivocal_hu=criteria.equivocal_hu)
+    if whole.delta_hu is not None or whole.offset_mm is None:
+        return whole
+    # no slab wholly inside (a zone thinner than one unenhanced slice): the partly filled
+    # slabs unmixed, at the alignment just refined, called within its noise interval
+    return ct_enhancement_partial_slabs(
+        pre_native, post, zone.with_array(own), offset_mm=whole.offset_mm,
         erode_mm=_SLAB_ERODE_MM, enhancing_hu=criteria.enhancing_hu,
         equivocal_hu=criteria.equivocal_hu)
 
