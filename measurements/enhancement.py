@@ -436,8 +436,8 @@ def ct_enhancement_partial_slabs(
     up_vals, up_ok = beyond(1)
     down_vals, down_ok = beyond(-1)
     pre_limit = min(exclude_unenhanced_above_hu, exclude_above_hu)
-    keep = ((fraction >= min_fraction) & (n_core > 0) & ((out_up == 0) | up_ok) & ((out_down == 0) | down_ok)
-            & (pre_vals <= pre_limit) & (post_max <= exclude_above_hu)
+    keep = ((fraction >= min_fraction) & (n_core > 0) & ((out_up == 0) | up_ok)
+            & ((out_down == 0) | down_ok) & (pre_vals <= pre_limit) & (post_max <= exclude_above_hu)
             & (up_vals <= pre_limit) & (down_vals <= pre_limit))
     n_kept = int(np.count_nonzero(keep))
     if n_kept < min_voxels:
