@@ -349,12 +349,19 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
     # rim is up to 40 % of an early zone's volume and would lift its median towards 10 HU)
     native = None
     if pre_native is not None:
-        for erode_mm in ((_RIM_LAYER_MM, _SLAB_ERODE_MM) if rim.present else (_SLAB_ERODE_MM,)):
-            native = _zone_enhancement_at_pre_slabs(pre_native, post, zone, enhancing,
-                                                    zone_result, lesion_transform, criteria,
-                                                    erode_mm=erode_mm)
-            if native is not None and native.delta_hu is not None:
-                break
+        native = _zone_enhancement_at_pre_slabs(pre_native, post, zone, enhancing, zone_result,
+                                                lesion_transform, criteria)
+        if rim.present and native is not None and native.delta_hu is not None:
+            # beneath the rim only when the zone has an interior there: at least a quarter
+            # of its voxels (a zone of twice the layer's radius); a smaller one would be
+            # read on a few noisy voxels
+            beneath = _zone_enhancement_at_pre_slabs(pre_native, post, zone, enhancing,
+                                                     zone_result, lesion_transform, criteria,
+                                                     erode_mm=_RIM_LAYER_MM)
+            if (beneath is not None and beneath.delta_hu is not None
+                    and beneath.standard_error_hu is None
+                    and beneath.n_voxels >= 0.25 * native.n_voxels):
+                native = beneath
     # measured in an eroded zone, free of the partial-volume edge: along the slice axis
     # that takes a whole slice (a 1.5 mm ball removes none of 2-3 mm slices, whose
     # outermost ones mix the zone with enhancing parenchyma); a zone of a few mm keeps
