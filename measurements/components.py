@@ -59,7 +59,7 @@ from measurements._common import (
 from pipeline.image import Volume
 
 __all__ = ["ComponentShape", "Component", "enhancing_components", "PeripheralRim",
-           "peripheral_rim"]
+           "peripheral_rim", "RimPart", "rim_parts"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -264,6 +264,8 @@ class PeripheralRim:
         fat_edge_fraction: fraction of the zone's edge band that borders fat.
         n_band_voxels: voxels in the fat-bordered band.
         present: both excesses (the second when measured) reach ``min_excess_hu``.
+        band_delta_hu: median subtraction (contrast − unenhanced) over the fat-bordered
+            band: the rim's own ΔHU level (None when not measured).
     """
 
     excess_hu: float | None
@@ -271,6 +273,7 @@ class PeripheralRim:
     fat_edge_fraction: float
     n_band_voxels: int
     present: bool
+    band_delta_hu: float | None = None
 
 
 def peripheral_rim(
@@ -351,12 +354,109 @@ def peripheral_rim(
     if n_band < min_voxels or np.count_nonzero(reference) < min_voxels:
         return PeripheralRim(None, None, fat_fraction, n_band, False)
     excess = float(np.median(post[band]) - np.median(post[reference]))
-    delta_excess = None
+    delta_excess = band_delta = None
     if pre is not None:
         diff = post - pre
         ok_band, ok_ref = band & np.isfinite(diff), reference & np.isfinite(diff)
         if np.count_nonzero(ok_band) >= min_voxels and np.count_nonzero(ok_ref) >= min_voxels:
-            delta_excess = float(np.median(diff[ok_band]) - np.median(diff[ok_ref]))
+            band_delta = float(np.median(diff[ok_band]))
+            delta_excess = band_delta - float(np.median(diff[ok_ref]))
     present = excess >= min_excess_hu and (pre is None or (
         delta_excess is not None and delta_excess >= min_excess_hu))
-    return PeripheralRim(excess, delta_excess, fat_fraction, n_band, present)
+    return PeripheralRim(excess, delta_excess, fat_fraction, n_band, present, band_delta)
+
+
+@dataclass(frozen=True)
+class RimPart:
+    """One enhancing component judged against a benign peripheral rim of its zone.
+
+    Attributes:
+        volume_ml: voxel-count volume.
+        delta_hu: median subtraction (contrast − unenhanced) over its voxels (None when
+            the unenhanced image does not cover it).
+        above_rim_hu: ``delta_hu`` minus the rim band's median ΔHU (None without a
+            measured rim).
+        depth_mm: how deep it reaches below the zone's edge: the ``_PERIPHERAL_FRACTION``
+            quantile over its voxels of their depth inside the zone (Euclidean mm, 0 for
+            voxels outside the zone).
+        layer_depth_mm: the depth a rim layer can reach on this grid (see
+            :func:`rim_parts`).
+        is_rim: part of the rim (within the layer, not enhancing above it).
+    """
+
+    volume_ml: float
+    delta_hu: float | None
+    above_rim_hu: float | None
+    depth_mm: float
+    layer_depth_mm: float
+    is_rim: bool
+
+
+def rim_parts(
+    enhancing_mask: Volume,
+    zone_mask: Volume,
+    pre_hu: Volume,
+    post_hu: Volume,
+    rim: PeripheralRim,
+    *,
+    enhancing_hu: float = 20.0,
+    rim_max_thickness_mm: float = 3.0,
+) -> tuple[list[RimPart], Volume]:
+    """Which enhancing components of a zone that has a benign peripheral rim are pieces of
+    that rim rather than nodules; returns one :class:`RimPart` per 26-connected component
+    (array order of their first voxel) and the mask of the rim pieces.
+
+    Why: where a thick slice cuts a thin concentric rim tangentially (at the zone's poles,
+    or where the edge runs nearly parallel to the slices), the rim fills a whole slab and
+    reads as a disc many mm wide: a component as thick in-plane as a nodule. What it
+    cannot do is reach deeper below the zone's edge than the layer itself seen through
+    one voxel (``rim_max_thickness_mm`` + the largest voxel spacing), nor enhance more
+    than the rest of the rim. A residual nodule is focal tissue enhancing against what it
+    sits in: on a rim, that is the rim, so a component is a nodule when its median ΔHU
+    exceeds the rim band's (:attr:`PeripheralRim.band_delta_hu`) by ``enhancing_hu``
+    (the same Bosniak threshold as against a dead zone), or when it reaches deeper than
+    the layer. Without a present rim (``rim.present`` False or no ΔHU measured) every
+    component stays a nodule. ``pre_hu`` is aligned on the contrast grid (NaN where it
+    does not cover).
+    """
+    from scipy.ndimage import distance_transform_edt, label
+
+    _require_modality(post_hu, "post_hu", ("CT",), "HU enhancement")
+    _check_grids(zone_mask, "zone_mask", enhancing_mask=enhancing_mask, pre_hu=pre_hu,
+                 post_hu=post_hu)
+    enhancing = _bool_mask(enhancing_mask, "enhancing_mask", allow_empty=True)
+    zone = _bool_mask(zone_mask, "zone_mask", allow_empty=True)
+    out = np.zeros(enhancing.shape, dtype=bool)
+    if not enhancing.any():
+        return [], enhancing_mask.with_array(out)
+    spacing = zone_mask.spacing_mm[::-1].copy()  # (k, j, i)
+    layer_mm = float(rim_max_thickness_mm + spacing.max())
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    lo, hi = _bbox_kji(enhancing)
+    pad = 2 + int(np.ceil(layer_mm / spacing.min()))
+    lo, hi = np.maximum(lo - pad, 0), np.minimum(hi + pad, enhancing.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    # depth below the edge: distance to the nearest voxel outside the zone, with the
+    # zone continued beyond the box (a box face is not the zone's edge)
+    depth = distance_transform_edt(np.pad(zone[box], 1, mode="edge"),
+                                   sampling=spacing)[1:-1, 1:-1, 1:-1]
+    diff = (np.asarray(post_hu.array, np.float32)[box]
+            - np.asarray(pre_hu.array, np.float32)[box])
+    labels, n = label(enhancing[box], structure=_CONN26)
+    usable = rim.present and rim.band_delta_hu is not None
+    parts: list[RimPart] = []
+    for lab in range(1, n + 1):
+        comp = labels == lab
+        values = diff[comp]
+        values = values[np.isfinite(values)]
+        delta = float(np.median(values)) if values.size else None
+        above = (delta - rim.band_delta_hu if delta is not None and usable
+                 and rim.band_delta_hu is not None else None)
+        reach = float(np.quantile(depth[comp], _PERIPHERAL_FRACTION))
+        is_rim = bool(usable and above is not None and above < enhancing_hu
+                      and reach <= layer_mm)
+        if is_rim:
+            out[box] |= comp
+        parts.append(RimPart(int(np.count_nonzero(comp)) * voxel_ml, delta, above, reach,
+                             layer_mm, is_rim))
+    return parts, enhancing_mask.with_array(out)

@@ -18,14 +18,17 @@ import numpy.typing as npt
 from measurements import (
     EmptyMaskError,
     Enhancement,
+    EnhancementClass,
     ablative_margin_from_distances,
     axial_diameters,
     ct_enhancement,
     ct_enhancement_at_pre_slabs,
+    ct_enhancement_partial_slabs,
     max_3d_diameter_mm,
     mean_attenuation_hu,
     mr_enhancement,
     peripheral_rim,
+    rim_parts,
     signed_distance_mm,
     volume_ml,
 )
@@ -56,6 +59,9 @@ _PHASE_NCC_DOUBTFUL = 0.6
 #: then see the same partial volume at the edge, so only in-plane misregistration and
 #: pixel-size differences (under a pixel) must be kept out
 _SLAB_ERODE_MM = 0.5
+#: thickest benign peripheral rim (mm): enhancing components within it that do not enhance
+#: above the rim are part of it; beneath it the zone's own enhancement is measured
+_RIM_LAYER_MM = 3.0
 
 
 @dataclass
@@ -325,16 +331,37 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
     enhancing. It is judged only where the zone borders fat
     (:func:`measurements.peripheral_rim`): the thin enhancing band the segmentation finds
     at the edge is as large next to enhancing parenchyma (partial volume) as on a true
-    rim, so that band alone would report a rim on nearly every follow-up.
+    rim, so that band alone would report a rim on nearly every follow-up. When a rim is
+    present, an enhancing component lying within the rim layer and not enhancing above the
+    rim is part of it (:func:`measurements.rim_parts`: the rim cut tangentially by a
+    thick slice at a pole looks like a nodule), and the zone's own ΔHU is measured beneath
+    the rim layer.
 
     The zone's own ΔHU is measured on the unenhanced series' grid when it has a slab
     entirely inside the zone (:func:`ct_enhancement_at_pre_slabs`: no partial volume from
     beyond a small zone's poles, phases aligned at that resolution), otherwise on the
-    resampled unenhanced image below."""
+    resampled unenhanced image below; a zone with no such slab (thinner than one
+    unenhanced slice) is read on its partly filled slabs unmixed and called within its
+    noise interval (:func:`measurements.ct_enhancement_partial_slabs`)."""
     enhancing = _as_bool(zone_result.enhancing_mask)
-    native = (_zone_enhancement_at_pre_slabs(pre_native, post, zone, enhancing, zone_result,
-                                              lesion_transform, criteria)
-              if pre_native is not None else None)
+    rim = peripheral_rim(post, zone, pre, exclude_mask=enhancing)
+    # with a benign rim, the zone's own enhancement is that of the tissue beneath it (the
+    # rim is up to 40 % of an early zone's volume and would lift its median towards 10 HU)
+    native = None
+    if pre_native is not None:
+        native = _zone_enhancement_at_pre_slabs(pre_native, post, zone, enhancing, zone_result,
+                                                lesion_transform, criteria)
+        if rim.present and native is not None and native.delta_hu is not None:
+            # beneath the rim only when the zone has an interior there: at least a quarter
+            # of its voxels (a zone of twice the layer's radius); a smaller one would be
+            # read on a few noisy voxels
+            beneath = _zone_enhancement_at_pre_slabs(pre_native, post, zone, enhancing,
+                                                     zone_result, lesion_transform, criteria,
+                                                     erode_mm=_RIM_LAYER_MM)
+            if (beneath is not None and beneath.delta_hu is not None
+                    and beneath.standard_error_hu is None
+                    and beneath.n_voxels >= 0.25 * native.n_voxels):
+                native = beneath
     # measured in an eroded zone, free of the partial-volume edge: along the slice axis
     # that takes a whole slice (a 1.5 mm ball removes none of 2-3 mm slices, whose
     # outermost ones mix the zone with enhancing parenchyma); a zone of a few mm keeps
@@ -349,12 +376,34 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
     assert overall is not None
     if native is not None and native.delta_hu is not None:
         overall = native
-    rim = peripheral_rim(post, zone, pre, exclude_mask=enhancing)
+        if native.standard_error_hu is not None:
+            m.qc.append(
+                f"zone thinner than one unenhanced slice: ΔHU {native.delta_hu:+.0f} ± "
+                f"{1.96 * native.standard_error_hu:.0f} HU (95 % noise interval) from the "
+                f"partly filled slabs unmixed → {native.classification.value}")
+    nodule_volumes_ml = list(zone_result.nodule_volumes_ml)
     if rim.present and rim.excess_hu is not None:
         delta = "" if rim.delta_excess_hu is None else f", {rim.delta_excess_hu:+.0f} HU ΔHU"
         m.qc.append(f"thin smooth peripheral rim enhancement at the zone edge "
                     f"({rim.excess_hu:+.0f} HU over the zone beneath{delta}): benign "
                     "early post-ablation finding, not residual tumour")
+        if enhancing.array.any():
+            # a thick slice cutting the rim tangentially (at a pole) shows it as a disc
+            # the segmentation takes for a nodule: judged against the rim it sits in
+            parts, rim_pieces = rim_parts(enhancing, zone, pre, post, rim,
+                                          enhancing_hu=criteria.enhancing_hu,
+                                          rim_max_thickness_mm=_RIM_LAYER_MM)
+            for part in parts:
+                if part.is_rim:
+                    m.qc.append(
+                        f"enhancing component of {part.volume_ml:.2f} ml within the rim "
+                        f"layer ({part.depth_mm:.1f} mm deep, layer {part.layer_depth_mm:.1f}"
+                        f" mm) and not enhancing above the rim ({part.above_rim_hu:+.0f} HU "
+                        "ΔHU): part of the benign rim, not a nodule")
+            if np.asarray(rim_pieces.array).any():
+                enhancing = enhancing.with_array(np.asarray(enhancing.array, bool)
+                                                 & ~np.asarray(rim_pieces.array, bool))
+                nodule_volumes_ml = [p.volume_ml for p in parts if not p.is_rim]
     if enhancing.array.any():
         nodule = ct_enhancement(pre, post, enhancing, erode_mm=0.0,
                                 enhancing_hu=criteria.enhancing_hu,
@@ -362,7 +411,9 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
         delta = nodule.delta_hu
         # a dead zone reads ~0 HU on the subtraction; when it reads higher (residual
         # misalignment, beam hardening near metal) the nodule is judged relative to it
-        bias = overall.delta_hu if overall.delta_hu is not None and overall.delta_hu > 0 else 0.0
+        bias = overall.delta_hu if (overall.delta_hu is not None and overall.delta_hu > 0 and
+                                    overall.classification is not EnhancementClass.NOT_ASSESSABLE
+                                    ) else 0.0
         if delta is not None and bias:
             delta -= bias
             m.qc.append(f"zone reads {bias:+.0f} HU on the subtraction: nodule enhancement "
@@ -370,7 +421,7 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
         m.masks["enhancing"] = enhancing
         m.values["enhancing"] = criteria.classify_ct_delta_hu(delta).value
         m.values["enhancement_hu"] = delta
-        volumes = ", ".join(f"{v:.2f} ml" for v in zone_result.nodule_volumes_ml)
+        volumes = ", ".join(f"{v:.2f} ml" for v in nodule_volumes_ml)
         m.qc.append(f"enhancing component(s) at the zone: {volumes}; "
                     f"ΔHU {nodule.delta_hu if nodule.delta_hu is not None else float('nan'):+.0f}")
     else:
@@ -380,7 +431,8 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
 
 def _zone_enhancement_at_pre_slabs(pre_native: Volume, post: Volume, zone: Volume,
                                    enhancing: Volume, zone_result: Any, lesion_transform: Any,
-                                   criteria: AssessmentCriteria) -> Enhancement | None:
+                                   criteria: AssessmentCriteria, erode_mm: float = _SLAB_ERODE_MM,
+                                   ) -> Enhancement | None:
     """The zone's ΔHU (nodules excluded) on the unenhanced series' own grid, starting from
     the phase alignment the lesion and the zone segmentation found (lesion-wide, then at
     the zone), refined there; None when the zone has no voxel left."""
@@ -393,9 +445,17 @@ def _zone_enhancement_at_pre_slabs(pre_native: Volume, post: Volume, zone: Volum
         point = tuple(zone_result.pre_transform.TransformPoint(point))
     if lesion_transform is not None:
         point = tuple(lesion_transform.TransformPoint(point))
-    return ct_enhancement_at_pre_slabs(
+    whole = ct_enhancement_at_pre_slabs(
         pre_native, post, zone.with_array(own), offset_mm=np.asarray(point) - centre,
-        erode_mm=_SLAB_ERODE_MM, enhancing_hu=criteria.enhancing_hu,
+        erode_mm=erode_mm, enhancing_hu=criteria.enhancing_hu,
+        equivocal_hu=criteria.equivocal_hu)
+    if whole.delta_hu is not None or whole.offset_mm is None:
+        return whole
+    # no slab wholly inside (a zone thinner than one unenhanced slice): the partly filled
+    # slabs unmixed, at the alignment just refined, called within its noise interval
+    return ct_enhancement_partial_slabs(
+        pre_native, post, zone.with_array(own), offset_mm=whole.offset_mm,
+        erode_mm=erode_mm, enhancing_hu=criteria.enhancing_hu,
         equivocal_hu=criteria.equivocal_hu)
 
 
