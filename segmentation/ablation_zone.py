@@ -262,8 +262,19 @@ def segment_ablation_zone(
             continue  # a thin rim
         nodules |= grown | (inside & ndi.binary_dilation(comp, structure=ball_structure(
             spacing, min_nodule_radius_mm + 0.5)))
+    bodies = _nodule_bodies(level, _post_rise(smooth, zone_level, modality) * (smooth > lo),
+                            hull, threshold, parenchyma_level, spacing, min_nodule_radius_mm)
+    if bodies.any():
+        # the bodies end where the tissue stops enhancing by the threshold, short of the
+        # 50 % level against fat or parenchyma: move their border there, in-plane only
+        # (a slice past a pole is partial volume: it would lengthen the 3-D diameter)
+        on_slices = np.any(bodies, axis=(1, 2))[:, None, None]
+        bodies = on_slices & refine_boundary(
+            bodies, smooth, spacing, seed_kji, band_mm=1.5, min_contrast=threshold
+            if modality == "CT" else threshold / 100.0 * zone_level)
+    nodules |= bodies
     rim = inside & ~nodules
-    zone = fill_holes_3d_and_slices(hull | (nodules & ndi.binary_dilation(
+    zone = fill_holes_3d_and_slices(hull | bodies | (nodules & ndi.binary_dilation(
         hull, structure=ball_structure(spacing, 1.5))))
     labels, n = ndi.label(nodules, structure=np.ones((3, 3, 3), bool))
     voxel_ml = crop.voxel_volume_mm3 / 1000.0
@@ -280,6 +291,70 @@ def segment_ablation_zone(
 
 
 # --------------------------------------------------------------------------- internals
+def _post_rise(smooth: npt.NDArray[np.float32], zone_level: float, modality: str
+               ) -> npt.NDArray[np.float32]:
+    """Post-contrast level above the zone's: HU (CT) or percent of it (MR)."""
+    if modality == "CT":
+        return np.asarray(smooth - zone_level, np.float32)
+    return np.asarray(100.0 * (smooth / zone_level - 1.0), np.float32)
+
+
+def _nodule_bodies(
+    level: npt.NDArray[np.float32],
+    rise: npt.NDArray[np.float32],
+    hull: npt.NDArray[np.bool_],
+    threshold: float,
+    parenchyma_level: float,
+    spacing_mm: npt.NDArray[np.float64],
+    radius_mm: float,
+    touch_mm: float = 2.0,
+) -> npt.NDArray[np.bool_]:
+    """Whole enhancing nodules at the zone: the tissue enhancing by ``threshold`` but less
+    than the parenchyma that balls of ``radius_mm`` fit in (an opening), in components
+    reaching within ``touch_mm`` of the zone.
+
+    A nodule centred on the zone surface lies half outside the zone's hull, and one as
+    large as a small zone mostly so: it is found on its own body, not grown from the part
+    inside the hull. The opening is what keeps it apart from the partial-volume shell
+    where bright parenchyma meets the zone or fat (enhancing like a nodule, but 2-3 mm
+    thin: no ball of the nodule radius fits in it)."""
+    if not hull.any() or not np.isfinite(parenchyma_level):
+        return np.zeros_like(hull)
+    reach_mm = touch_mm + 25.0
+    box = _bbox_around(hull, spacing_mm, reach_mm)
+    lv, rs, hl = level[box], rise[box], hull[box]
+    # enhancing like a nodule on the subtraction and brighter than the zone by as much on
+    # the post image itself, which is sharper along the slice axis (the pre-contrast
+    # slices are often thicker: their partial volume at the zone's poles reads as
+    # enhancement a whole slice beyond them)
+    parenchyma_rise = float(np.percentile(rs[lv >= 0.8 * parenchyma_level], 50)) if (
+        lv >= 0.8 * parenchyma_level).any() else np.inf
+    alike = ((lv >= threshold) & (lv < 0.8 * parenchyma_level) & (rs >= threshold)
+             & (rs < 0.8 * parenchyma_rise))
+    # a ball that spans three slices however thick they are: a one-slice partial-volume
+    # disc at a pole is no body
+    ball = ball_structure(np.array([spacing_mm[0], spacing_mm[1],
+                                    min(float(spacing_mm[2]), 0.6 * radius_mm)]), radius_mm)
+    pad = max(ball.shape) // 2 + 1
+    body = ndi.binary_opening(np.pad(alike, pad), structure=ball)[pad:-pad, pad:-pad, pad:-pad]
+    near = ndi.distance_transform_edt(~hl, sampling=spacing_mm[::-1]) <= touch_mm
+    labels, _ = ndi.label(body, structure=np.ones((3, 3, 3), bool))
+    keep = np.unique(labels[near & body])
+    out = np.zeros_like(hull)
+    out[box] = np.isin(labels, keep[keep > 0])
+    return out
+
+
+def _bbox_around(mask: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float64],
+                 margin_mm: float) -> tuple[slice, ...]:
+    """Slices of the bounding box of ``mask`` widened by ``margin_mm`` (clipped)."""
+    idx = np.argwhere(mask)
+    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
+    m = np.ceil(margin_mm / np.asarray(spacing_mm)[::-1]).astype(int)
+    return tuple(slice(max(int(a - w), 0), min(int(b + w), n))
+                 for a, b, w, n in zip(lo, hi, m, mask.shape, strict=True))
+
+
 def _levels(
     smooth: npt.NDArray[np.float32],
     seed_kji: tuple[int, int, int],
