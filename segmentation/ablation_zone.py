@@ -275,8 +275,10 @@ def segment_ablation_zone(
                                 else threshold / 100.0 * zone_level)
     nodules |= bodies
     rim = inside & ~nodules
-    zone = fill_holes_3d_and_slices(_joined(hull, bodies, spacing, min_nodule_radius_mm) | (
-        nodules & ndi.binary_dilation(hull, structure=ball_structure(spacing, 1.5))))
+    zone = _without_spurs(fill_holes_3d_and_slices(
+        _joined(hull, bodies, spacing, min_nodule_radius_mm)
+        | (nodules & ndi.binary_dilation(hull, structure=ball_structure(spacing, 1.5)))),
+        spacing)
     labels, n = ndi.label(nodules, structure=np.ones((3, 3, 3), bool))
     voxel_ml = crop.voxel_volume_mm3 / 1000.0
     volumes = [float((labels == i).sum() * voxel_ml) for i in range(1, n + 1)]
@@ -418,6 +420,21 @@ def _denser_unenhancing(
         pre_rise = 100.0 * (pre / max(zone_pre, 1e-3) - 1.0)
     return np.asarray((rise >= 0.75 * threshold) & (pre_rise >= 0.5 * threshold)
                       & (enh < threshold))
+
+
+def _without_spurs(zone: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float64],
+                   radius_mm: float = 1.5) -> npt.NDArray[np.bool_]:
+    """The zone without in-plane spurs and crescents thinner than ``radius_mm`` × 2 (the
+    partial-volume line where the kidney surface or a muscle edge meets fat reads at the
+    zone level and runs on from the zone for a few mm: +2 mm of long axis on a 16 mm
+    zone), its border voxel next to what stays restored (the opening alone also shaves
+    the corners of a rasterised outline)."""
+    disc = ball_structure(spacing_mm, radius_mm)
+    disc = disc[disc.shape[0] // 2][None]
+    cross = np.zeros((1, 3, 3), dtype=bool)
+    cross[0, 1, :] = cross[0, :, 1] = True
+    opened = ndi.binary_opening(zone, structure=disc)
+    return np.asarray(opened | (zone & ndi.binary_dilation(opened, structure=cross)))
 
 
 def _three_slice_ball(spacing_mm: npt.NDArray[np.float64], radius_mm: float
