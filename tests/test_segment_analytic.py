@@ -315,32 +315,36 @@ def test_zone_recentring_finds_the_zone_not_muscle_or_a_fat_edge() -> None:
 
 
 def _muscle_zone_scene():
-    """A 13 mm zone in fat against a 10 mm muscle band (unenhanced 50 HU, 62 HU after
-    contrast: non-enhancing) that it touches, parenchyma on the other side."""
+    """A 13 mm zone in fat half wrapped in an 8 mm muscle shell (unenhanced 50 HU, 62 HU
+    after contrast: non-enhancing), parenchyma on the other side; CT noise of 16 HU
+    correlated over about a voxel, like the scanner's (white noise smoothed at 0.8 mm
+    would be too quiet to reach the zone window)."""
     x, y, z = _grid()
     zone = _ball(x, y, z, _C, 13.0)
-    paren = (x > 46.0) & ~zone
-    muscle = (x > 19.0) & (x < 29.0) & (y > 25.0) & (y < 55.0) & ~zone
+    paren = (x > 50.0) & ~zone
+    muscle = _ball(x, y, z, _C, 21.0) & (y > _C[1] + 4.0) & ~zone & ~paren
     fat = ~paren & ~zone & ~muscle
     out = []
     for vals, seed in (((-100.0, 33.0, 50.0, 30.0), 4), ((-100.0, 170.0, 62.0, 32.0), 5)):
         arr = np.zeros(_SHAPE, np.float32)
         for region, v in zip((fat, paren, muscle, zone), vals, strict=True):
             arr[region] = v
-        out.append(_volume(arr + _noise(seed, 14.0)))
+        noise = ndi.gaussian_filter(_noise(seed, 1.0), (0.3, 1.2, 1.2))
+        out.append(_volume(arr + noise * (16.0 / float(noise.std()))))
     return out[0], out[1], zone, muscle
 
 
 def test_segment_ablation_zone_does_not_grow_into_touching_muscle() -> None:
     """Muscle reads 30 HU above the zone and does not enhance: its noise-dark voxels fall
-    in the zone window (zone + 20 HU) and joined the core where the two touch, and the
-    convex completion bridged into the muscle (seed 7 sphere: +10 % volume, a false
-    nodule on the muscle edge). It is neither zone nor nodule."""
+    in the zone window (zone + 20 HU) and join the core where the two touch, and the
+    convex completion bridged further into it (seed 7 sphere: +10 % volume, a false
+    nodule on the muscle edge). It is neither zone nor nodule (0.063 ml of muscle in the
+    zone before the guard, 0.028 now)."""
     pre, post, zone, muscle = _muscle_zone_scene()
     res = segment_ablation_zone(post, pre, _C, modality="CT", half_size_mm=35.0)
     got = res.zone_mask.array.astype(bool)
     voxel_ml = float(np.prod(_SPACING)) / 1000.0
-    assert (got & muscle).sum() * voxel_ml <= 0.1
+    assert (got & muscle).sum() * voxel_ml <= 0.045
     assert dice(got, zone) >= 0.93
     assert res.nodule_volumes_ml == []
 
