@@ -311,10 +311,11 @@ def _nodule_bodies(
     spacing_mm: npt.NDArray[np.float64],
     radius_mm: float,
     touch_mm: float = 2.0,
+    max_reach_mm: float = 25.0,
 ) -> npt.NDArray[np.bool_]:
     """Whole enhancing nodules at the zone: the tissue enhancing by ``threshold`` but less
     than the parenchyma that balls of ``radius_mm`` fit in (an opening), in components
-    reaching within ``touch_mm`` of the zone.
+    reaching within ``touch_mm`` of the zone and not beyond ``max_reach_mm`` from it.
 
     A nodule centred on the zone surface lies half outside the zone's hull, and one as
     large as a small zone mostly so: it is found on its own body, not grown from the part
@@ -323,8 +324,7 @@ def _nodule_bodies(
     thin: no ball of the nodule radius fits in it)."""
     if not hull.any() or not np.isfinite(parenchyma_level):
         return np.zeros_like(hull)
-    reach_mm = touch_mm + 25.0
-    box = _bbox_around(hull, spacing_mm, reach_mm)
+    box = _bbox_around(hull, spacing_mm, max_reach_mm + 3.0)
     lv, rs, hl = level[box], rise[box], hull[box]
     # enhancing like a nodule on the subtraction and brighter than the zone by as much on
     # the post image itself, which is sharper along the slice axis (the pre-contrast
@@ -338,11 +338,16 @@ def _nodule_bodies(
     ball = _three_slice_ball(spacing_mm, radius_mm)
     pad = max(ball.shape) // 2 + 1
     body = ndi.binary_opening(np.pad(alike, pad), structure=ball)[pad:-pad, pad:-pad, pad:-pad]
-    near = ndi.distance_transform_edt(~hl, sampling=spacing_mm[::-1]) <= touch_mm
+    from_hull_mm = ndi.distance_transform_edt(~hl, sampling=spacing_mm[::-1])
     labels, _ = ndi.label(body, structure=np.ones((3, 3, 3), bool))
-    keep = np.unique(labels[near & body])
+    touching = np.unique(labels[(from_hull_mm <= touch_mm) & body])
+    touching = touching[touching > 0]
+    # an organ the zone touches (liver, spleen: enhancing less than the kidney) reaches
+    # far beyond it; a nodule at the zone edge lies within its diameter of it
+    far = np.unique(labels[from_hull_mm > max_reach_mm])
+    keep = np.setdiff1d(touching, far)
     out = np.zeros_like(hull)
-    out[box] = np.isin(labels, keep[keep > 0])
+    out[box] = np.isin(labels, keep)
     return out
 
 
