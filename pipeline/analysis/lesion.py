@@ -367,8 +367,12 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
     # outermost ones mix the zone with enhancing parenchyma); a zone of a few mm keeps
     # less: then 1.5 mm, at least one in-plane voxel
     overall = None
+    # the zone includes its nodules whole: the dead zone's own reading (the bias a nodule
+    # is judged against) is taken without them
+    own = np.asarray(zone.array, bool) & ~np.asarray(enhancing.array, bool)
+    dead = zone.with_array(own) if own.any() else zone
     for erode_mm in (max(1.5, float(post.spacing_mm[2])), 1.5, float(max(post.spacing_mm[:2]))):
-        overall = ct_enhancement(pre, post, zone, erode_mm=erode_mm,
+        overall = ct_enhancement(pre, post, dead, erode_mm=erode_mm,
                                  enhancing_hu=criteria.enhancing_hu,
                                  equivocal_hu=criteria.equivocal_hu)
         if overall.delta_hu is not None:
