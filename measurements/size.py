@@ -373,9 +373,10 @@ def _interpolated_surface_kji(crop: npt.NDArray[np.bool_], spacing_kji: FloatArr
     from scipy.ndimage import distance_transform_edt, gaussian_filter
     from skimage.measure import marching_cubes
 
-    # distances in units of the finest spacing: scale-free, so scaling the voxel size scales
-    # the result exactly (marching cubes works in float32)
-    rel = spacing_kji / spacing_kji.min()
+    # distances in units of the finest spacing, rounded so that a scaled grid gives the very
+    # same array (marching cubes works in float32, which would amplify a last-bit difference):
+    # scaling the voxel size then scales the result exactly
+    rel = np.round(spacing_kji / spacing_kji.min(), 9)
     inside = distance_transform_edt(crop, sampling=rel)
     outside = distance_transform_edt(~crop, sampling=rel)
     sdf = np.where(crop, -inside, outside)

@@ -142,6 +142,10 @@ def test_any_90_degree_reindexing(shape: dict, op: tuple) -> None:
 
 @settings(max_examples=6, deadline=None)
 @given(shape=shapes, factor=st.floats(0.3, 4.0))
+# found by the suite: spacing ratios of the scaled grid differing in the last bit moved the
+# float32-meshed interpolated surface by 2e-8 relative
+@example(shape={"semi": (3.0, 4.0, 3.0), "seed": 0, "spacing": (0.6, 0.9, 1.5),
+                "offset": (0.0, 0.0, 0.0)}, factor=3.0)
 def test_scaling_the_voxel_size(shape: dict, factor: float) -> None:
     m = _mask(shape)
     aff = m.affine_lps.copy()
