@@ -41,6 +41,8 @@ from measurements.size import (
     axial_diameters,
     max_3d_diameter,
     max_3d_diameter_mm,
+    mesh_max_3d_diameter,
+    mesh_max_3d_diameter_mm,
     mesh_volume_ml,
     volume_ml,
 )
@@ -53,6 +55,8 @@ __all__ = [
     "axial_diameters",
     "max_3d_diameter",
     "max_3d_diameter_mm",
+    "mesh_max_3d_diameter",
+    "mesh_max_3d_diameter_mm",
     "volume_ml",
     "mesh_volume_ml",
     "Margin",

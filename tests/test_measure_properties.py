@@ -3,7 +3,8 @@
 The same voxels described with another index order (90° rotations / flips of the array,
 affine updated so every voxel keeps its LPS position) or translated in patient space must
 measure the same; scaling the voxel size by f scales lengths by f and volumes by f³.
-Where no resampling is involved the results are equal to floating-point rounding (1e-6 mm);
+Where no resampling is involved the results are equal to floating-point rounding (1e-6 mm;
+1e-5 mm for the interpolated 3-D diameter, meshed in float32);
 when the new grid's slices are no longer axial the mask is resampled and the axes agree
 within one voxel diagonal (the resampling bound of tests/test_measure_size.py).
 """
@@ -17,7 +18,13 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from measurements import axial_diameters, max_3d_diameter_mm, mesh_volume_ml, volume_ml
+from measurements import (
+    axial_diameters,
+    max_3d_diameter_mm,
+    mesh_max_3d_diameter_mm,
+    mesh_volume_ml,
+    volume_ml,
+)
 from pipeline.image import Volume
 from tests.test_measure_shapes import ellipsoid, grid, rasterize, rotation
 
@@ -121,7 +128,10 @@ def test_any_90_degree_reindexing(shape: dict, op: tuple) -> None:
     exact when slices stay axial and within one voxel diagonal after resampling."""
     m = _mask(shape)
     r = _reindex(m, *op)
-    assert max_3d_diameter_mm(r) == pytest.approx(max_3d_diameter_mm(m), abs=1e-6)
+    # 1e-5 mm: the interpolated distance map is meshed in float32 (skimage marching cubes),
+    # whose edge crossings round differently when an axis is traversed the other way
+    assert max_3d_diameter_mm(r) == pytest.approx(max_3d_diameter_mm(m), abs=1e-5)
+    assert mesh_max_3d_diameter_mm(r) == pytest.approx(mesh_max_3d_diameter_mm(m), abs=1e-6)
     assert volume_ml(r) == pytest.approx(volume_ml(m), rel=1e-12)
     assert mesh_volume_ml(r) == pytest.approx(mesh_volume_ml(m), rel=0.01)
     a, b = axial_diameters(m), axial_diameters(r)
@@ -132,6 +142,10 @@ def test_any_90_degree_reindexing(shape: dict, op: tuple) -> None:
 
 @settings(max_examples=6, deadline=None)
 @given(shape=shapes, factor=st.floats(0.3, 4.0))
+# found by the suite: spacing ratios of the scaled grid differing in the last bit moved the
+# float32-meshed interpolated surface by 2e-8 relative
+@example(shape={"semi": (3.0, 4.0, 3.0), "seed": 0, "spacing": (0.6, 0.9, 1.5),
+                "offset": (0.0, 0.0, 0.0)}, factor=3.0)
 def test_scaling_the_voxel_size(shape: dict, factor: float) -> None:
     m = _mask(shape)
     aff = m.affine_lps.copy()

@@ -31,7 +31,7 @@ import csv
 import numpy as np
 import pytest
 
-from measurements import axial_diameters, max_3d_diameter_mm, mesh_volume_ml, volume_ml
+from measurements import axial_diameters, mesh_max_3d_diameter_mm, mesh_volume_ml, volume_ml
 from pipeline.image import Volume
 from tests.conftest import shared_data
 
@@ -83,7 +83,7 @@ def test_against_pyradiomics_baseline(case: str) -> None:
     """3-D diameter, voxel and mesh volume match; long axis = reference restricted to slices."""
     ref = _reference(case)
     mask = _mask(case)
-    assert max_3d_diameter_mm(mask) == pytest.approx(ref["Maximum3DDiameter"], abs=1e-3)
+    assert mesh_max_3d_diameter_mm(mask) == pytest.approx(ref["Maximum3DDiameter"], abs=1e-3)
     assert volume_ml(mask) * 1000 == pytest.approx(ref["VoxelVolume"], rel=1e-9)
     assert mesh_volume_ml(mask) * 1000 == pytest.approx(ref["MeshVolume"], rel=1e-3)
 
