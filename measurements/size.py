@@ -80,8 +80,8 @@ _AXIAL_TOL = 1e-4  # |S component| of the i/j unit vectors below which slices ar
 _MIN_INPLANE_MM = 0.25
 _MAX_INPLANE_MM = 1.0
 _CHORD_CHUNK = 256
-_TIE_MM = 1e-6
-_SDF_SMOOTH_FRACTION = 0.5  # Gaussian σ on the finely sampled axes, in voxels  # lengths closer than this are ties (rounding), broken canonically
+_TIE_MM = 1e-6  # lengths closer than this are ties (rounding), broken canonically
+_SDF_SMOOTH_FRACTION = 0.5  # Gaussian σ on the finely sampled axes, in voxels
 
 
 @dataclass(frozen=True)

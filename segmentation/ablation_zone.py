@@ -47,6 +47,9 @@ ENHANCING_PCT = 15.0
 #: correlation of the post and pre-contrast images around the zone above which the phases
 #: show the same anatomy (a pre-contrast image shifted by 1.5 cm or more reads < 0.65)
 MIN_PHASE_NCC = 0.8
+#: smallest residual/recurrent nodule the zone segmentation must find on any slice
+#: thickness (radius, mm): sets how many slices a nodule body is required to span
+_REPORTED_NODULE_RADIUS_MM = 5.0
 
 
 @dataclass(frozen=True)
@@ -338,8 +341,8 @@ def _nodule_bodies(
         lv >= 0.8 * parenchyma_level).any() else np.inf
     alike = ((lv >= threshold) & (lv < 0.8 * parenchyma_level) & (rs >= threshold)
              & (rs < 0.8 * parenchyma_rise))
-    # a one-slice partial-volume disc at a pole is no body
-    ball = _three_slice_ball(spacing_mm, radius_mm)
+    # a one-slice partial-volume disc at a pole is no body (where the slices can tell)
+    ball = _body_structure(spacing_mm, radius_mm)
     pad = max(ball.shape) // 2 + 1
     body = ndi.binary_opening(np.pad(alike, pad), structure=ball)[pad:-pad, pad:-pad, pad:-pad]
     from_hull_mm = ndi.distance_transform_edt(~hl, sampling=spacing_mm[::-1])
@@ -454,6 +457,27 @@ def _connected_to(mask: npt.NDArray[np.bool_], seed: npt.NDArray[np.bool_]
     labels, _ = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
     keep = np.unique(labels[seed & mask])
     return np.isin(labels, keep[keep > 0])
+
+
+def _body_structure(spacing_mm: npt.NDArray[np.float64], radius_mm: float,
+                    reported_radius_mm: float = _REPORTED_NODULE_RADIUS_MM
+                    ) -> npt.NDArray[np.bool_]:
+    """What a nodule body must hold: :func:`_three_slice_ball` where a nodule of
+    ``reported_radius_mm`` crosses three slices with room for it wherever it sits, else
+    discs of ``radius_mm`` on as many adjacent slices as it surely crosses (two, or one on
+    slices as thick as the nodule's radius: there a 5 mm nodule centred on a slice shows on
+    that slice alone, and demanding more would lose every nodule of 4-5 mm slice series).
+
+    The outer slices of the three-slice ball hold discs of 0.8 × ``radius_mm``; a nodule
+    of radius R has cross-sections that wide over 2·√(R² − (0.8 r)²) along the slice axis,
+    and that length holds ⌊length / slice⌋ slice centres whatever its offset."""
+    slice_mm = float(spacing_mm[2])
+    span_mm = 2.0 * np.sqrt(max(reported_radius_mm**2 - (0.8 * radius_mm) ** 2, 0.0))
+    n_slices = int(np.clip(np.floor(span_mm / slice_mm + 1e-9), 1, 3))
+    if n_slices == 3:
+        return _three_slice_ball(spacing_mm, radius_mm)
+    disc = ball_structure(np.array([spacing_mm[0], spacing_mm[1], radius_mm + 1.0]), radius_mm)
+    return np.repeat(disc, n_slices, axis=0)
 
 
 def _three_slice_ball(spacing_mm: npt.NDArray[np.float64], radius_mm: float
