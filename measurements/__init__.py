@@ -17,6 +17,7 @@ from measurements.components import (
     rim_parts,
 )
 from measurements.enhancement import (
+    Z_95,
     Enhancement,
     EnhancementClass,
     MREnhancement,
@@ -71,6 +72,7 @@ __all__ = [
     "ct_enhancement_at_pre_slabs",
     "ct_enhancement_partial_slabs",
     "classify_with_uncertainty",
+    "Z_95",
     "mr_enhancement",
     "mean_attenuation_hu",
     "subtraction_image",

@@ -54,6 +54,7 @@ from measurements._common import (
     _farthest_pair,
     _kji_to_lps,
     _require_modality,
+    _spacing_kji,
     _surface_mesh_kji,
 )
 from pipeline.image import Volume
@@ -429,17 +430,21 @@ def rim_parts(
     out = np.zeros(enhancing.shape, dtype=bool)
     if not enhancing.any():
         return [], enhancing_mask.with_array(out)
-    spacing = zone_mask.spacing_mm[::-1].copy()  # (k, j, i)
+    spacing = _spacing_kji(zone_mask)
     layer_mm = float(rim_max_thickness_mm + spacing.max())
-    voxel_ml = float(np.prod(spacing)) / 1000.0
+    voxel_ml = zone_mask.voxel_volume_mm3 / 1000.0
     lo, hi = _bbox_kji(enhancing)
     pad = 2 + int(np.ceil(layer_mm / spacing.min()))
     lo, hi = np.maximum(lo - pad, 0), np.minimum(hi + pad, enhancing.shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     # depth below the edge: distance to the nearest voxel outside the zone, with the
     # zone continued beyond the box (a box face is not the zone's edge)
-    depth = distance_transform_edt(np.pad(zone[box], 1, mode="edge"),
-                                   sampling=spacing)[1:-1, 1:-1, 1:-1]
+    if zone[box].all():
+        # no edge within the box: every voxel lies deeper than the pad (> the layer)
+        depth = np.full(zone[box].shape, np.inf)
+    else:
+        depth = distance_transform_edt(np.pad(zone[box], 1, mode="edge"),
+                                       sampling=spacing)[1:-1, 1:-1, 1:-1]
     diff = (np.asarray(post_hu.array, np.float32)[box]
             - np.asarray(pre_hu.array, np.float32)[box])
     labels, n = label(enhancing[box], structure=_CONN26)

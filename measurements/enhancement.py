@@ -218,6 +218,10 @@ _SEARCH_STEP_MM = np.array([1.0, 1.0, 1.0])
 _FINE_STEP_MM = np.array([0.5, 0.5, 0.25])
 _MI_BINS = 32
 _MI_RANGE_HU = (-150.0, 300.0)  # fat to enhancing parenchyma; bone and metal clipped
+#: two-sided 95 % normal quantile: the noise interval a thin zone's ΔHU is called within
+Z_95 = 1.959964
+#: standard error of a median relative to that of a mean of normal samples (√(π/2))
+_MEDIAN_SE_FACTOR = float(np.sqrt(np.pi / 2.0))
 
 
 def ct_enhancement_at_pre_slabs(
@@ -436,12 +440,18 @@ def ct_enhancement_partial_slabs(
     up_vals, up_ok = beyond(1)
     down_vals, down_ok = beyond(-1)
     pre_limit = min(exclude_unenhanced_above_hu, exclude_above_hu)
-    keep = ((fraction >= min_fraction) & (n_core > 0) & ((out_up == 0) | up_ok)
-            & ((out_down == 0) | down_ok) & (pre_vals <= pre_limit) & (post_max <= exclude_above_hu)
-            & (up_vals <= pre_limit) & (down_vals <= pre_limit))
+    # a neighbour slab lends its unenhanced value only on the side the zone leaves by:
+    # it is tested (free of the zone, below the calcification/metal limit) only there
+    measured = ((fraction >= min_fraction) & (n_core > 0)
+                & ((out_up == 0) | up_ok) & ((out_down == 0) | down_ok))
+    clean = ((pre_vals <= pre_limit) & (post_max <= exclude_above_hu)
+             & ((out_up == 0) | (up_vals <= pre_limit))
+             & ((out_down == 0) | (down_vals <= pre_limit)))
+    keep = measured & clean
+    n_excluded = int(np.count_nonzero(measured & ~clean))
     n_kept = int(np.count_nonzero(keep))
     if n_kept < min_voxels:
-        return Enhancement(None, None, na, n_kept, 0, None, None, offset)
+        return Enhancement(None, None, na, n_kept, n_excluded, None, None, offset)
     f = fraction[keep]
     w_up, w_down = out_up[keep], out_down[keep]
     out_total = w_up + w_down
@@ -461,13 +471,13 @@ def ct_enhancement_partial_slabs(
     n_post = sum(max(np.count_nonzero(kji[:, 0] == k) / area_post, 1.0)
                  for k in np.unique(kji[:, 0]))
     gain = float(np.average((1.0 + (1.0 - f) ** 2) / f ** 2, weights=weights))
-    se = 1.25 * float(np.sqrt(sd_pre ** 2 * gain / n_pre + sd_post ** 2 / n_post))
+    se = _MEDIAN_SE_FACTOR * float(np.sqrt(sd_pre ** 2 * gain / n_pre + sd_post ** 2 / n_post))
     return Enhancement(
         delta_hu=median,
         mean_delta_hu=float(np.average(delta, weights=weights)),
         classification=classify_with_uncertainty(median, se, enhancing_hu, equivocal_hu),
         n_voxels=n_kept,
-        n_excluded=0,
+        n_excluded=n_excluded,
         pre_hu=_weighted_median(pre_zone, weights),
         post_hu=_weighted_median(post_zone, weights),
         offset_mm=offset,
@@ -640,7 +650,7 @@ def mr_enhancement(
 
 
 def classify_with_uncertainty(delta_hu: float, standard_error_hu: float, enhancing_hu: float,
-                              equivocal_hu: float, z: float = 1.96) -> EnhancementClass:
+                              equivocal_hu: float, z: float = Z_95) -> EnhancementClass:
     """The Bosniak/ACR class of ΔHU when its 95 % noise interval (± ``z`` standard errors)
     lies within one class; equivocal when the interval straddles one threshold; not
     assessable when it reaches from below the equivocal threshold to above the enhancing

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from measurements import (
+    Z_95,
     EmptyMaskError,
     Enhancement,
     EnhancementClass,
@@ -380,10 +381,10 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
     assert overall is not None
     if native is not None and native.delta_hu is not None:
         overall = native
-        if native.standard_error_hu is not None:
+        if native.standard_error_hu is not None and np.isfinite(native.standard_error_hu):
             m.qc.append(
                 f"zone thinner than one unenhanced slice: ΔHU {native.delta_hu:+.0f} ± "
-                f"{1.96 * native.standard_error_hu:.0f} HU (95 % noise interval) from the "
+                f"{Z_95 * native.standard_error_hu:.0f} HU (95 % noise interval) from the "
                 f"partly filled slabs unmixed → {native.classification.value}")
     nodule_volumes_ml = list(zone_result.nodule_volumes_ml)
     if rim.present and rim.excess_hu is not None:
@@ -415,7 +416,9 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
         delta = nodule.delta_hu
         # a dead zone reads ~0 HU on the subtraction; when it reads higher (residual
         # misalignment, beam hardening near metal) the nodule is judged relative to it
-        bias = overall.delta_hu if (overall.delta_hu is not None and overall.delta_hu > 0 and
+        # (a zone that is all nodule has no dead part to read a bias on)
+        bias = overall.delta_hu if (own.any() and overall.delta_hu is not None
+                                    and overall.delta_hu > 0 and
                                     overall.classification is not EnhancementClass.NOT_ASSESSABLE
                                     ) else 0.0
         if delta is not None and bias:
