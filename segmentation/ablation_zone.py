@@ -27,6 +27,7 @@ from pipeline.image import Volume
 from segmentation._common import (
     as_point_lps,
     ball_structure,
+    bbox_slices,
     convex_hull_mask,
     distance_from_index_mm,
     fill_holes_3d_and_slices,
@@ -280,7 +281,8 @@ def segment_ablation_zone(
     # nodule radius fitting in it over three slices, is the partial-volume edge of a
     # neighbour (seen on a muscle edge the core reached); on the phantom follow-ups
     # every true nodule overlaps its body by 2/3 or more
-    nodules = _connected_to(nodules | bodies, bodies)
+    nodules = ndi.binary_propagation(bodies, structure=np.ones((3, 3, 3), bool),
+                                     mask=nodules | bodies)
     rim = inside & ~nodules
     zone = _without_spurs(fill_holes_3d_and_slices(
         _joined(hull, bodies, spacing, min_nodule_radius_mm)
@@ -331,7 +333,8 @@ def _nodule_bodies(
     thin: no ball of the nodule radius fits in it)."""
     if not hull.any() or not np.isfinite(parenchyma_level):
         return np.zeros_like(hull)
-    box = _bbox_around(hull, spacing_mm, max_reach_mm + 3.0)
+    box = bbox_slices(hull, np.ceil((max_reach_mm + 3.0) / spacing_mm[::-1]).astype(int))
+    assert box is not None
     lv, rs, hl = level[box], rise[box], hull[box]
     # enhancing like a nodule on the subtraction and brighter than the zone by as much on
     # the post image itself, which is sharper along the slice axis (the pre-contrast
@@ -449,16 +452,6 @@ def _without_spurs(zone: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float
     return np.asarray(opened | (zone & ndi.binary_dilation(opened, structure=cross)))
 
 
-def _connected_to(mask: npt.NDArray[np.bool_], seed: npt.NDArray[np.bool_]
-                  ) -> npt.NDArray[np.bool_]:
-    """The 26-connected components of ``mask`` that overlap ``seed``."""
-    if not seed.any():
-        return np.zeros_like(mask)
-    labels, _ = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
-    keep = np.unique(labels[seed & mask])
-    return np.isin(labels, keep[keep > 0])
-
-
 def _body_structure(spacing_mm: npt.NDArray[np.float64], radius_mm: float,
                     reported_radius_mm: float = _REPORTED_NODULE_RADIUS_MM
                     ) -> npt.NDArray[np.bool_]:
@@ -486,16 +479,6 @@ def _three_slice_ball(spacing_mm: npt.NDArray[np.float64], radius_mm: float
     they are (on slices thicker than 0.6 × the radius an ordinary ball is a flat disc)."""
     return ball_structure(np.array([spacing_mm[0], spacing_mm[1],
                                     min(float(spacing_mm[2]), 0.6 * radius_mm)]), radius_mm)
-
-
-def _bbox_around(mask: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float64],
-                 margin_mm: float) -> tuple[slice, ...]:
-    """Slices of the bounding box of ``mask`` widened by ``margin_mm`` (clipped)."""
-    idx = np.argwhere(mask)
-    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
-    m = np.ceil(margin_mm / np.asarray(spacing_mm)[::-1]).astype(int)
-    return tuple(slice(max(int(a - w), 0), min(int(b + w), n))
-                 for a, b, w, n in zip(lo, hi, m, mask.shape, strict=True))
 
 
 def _levels(
