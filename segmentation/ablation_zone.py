@@ -229,8 +229,7 @@ def segment_ablation_zone(
     else:
         enhancing = smooth >= zone_level * (1.0 + ENHANCING_PCT / 100.0)
     threshold = ENHANCING_HU if modality == "CT" else ENHANCING_PCT
-    level = enhancement if enhancement is not None else (
-        smooth - zone_level if modality == "CT" else 100.0 * (smooth / zone_level - 1.0))
+    level = enhancement if enhancement is not None else _post_rise(smooth, zone_level, modality)
     # enhancing tissue inside the completed strict core (a nodule bites into the zone)
     strict_hull = convex_hull_mask(strict) & (smooth > lo) if strict.any() else hull
     if strict_hull.sum() > 3.0 * max(int(strict.sum()), 1):
