@@ -23,6 +23,7 @@ information at that matched resolution.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -278,42 +279,26 @@ def ct_enhancement_at_pre_slabs(
     if refine_alignment:
         offset = _refine_offset_mi(pre_hu, post, post_hu, centre, offset, align_radius_mm)
     # unenhanced voxels around the mask (its bounding box carried into the pre grid)
-    kji = np.argwhere(inside)
-    corners = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], float)
-    lo, hi = kji.min(axis=0), kji.max(axis=0)
-    box_lps = post_hu.index_to_lps((lo + corners * (hi - lo))[:, ::-1]) + offset
-    pre_ijk = pre_hu.lps_to_index(box_lps)
-    i0 = np.maximum(np.floor(pre_ijk.min(axis=0)).astype(int) - 1, 0)
-    i1 = np.minimum(np.ceil(pre_ijk.max(axis=0)).astype(int) + 2, pre_hu.array.shape[::-1])
-    if np.any(i1 <= i0):
+    box = _pre_box_around(pre_hu, post_hu, inside, offset, pad_low=(1, 1, 1),
+                          pad_high=(2, 2, 2))
+    if box is None:
         return Enhancement(None, None, na, 0, 0, None, None, offset)
-    grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(i0, i1, strict=True)],
-                                indexing="ij"), axis=-1).reshape(-1, 3)  # (i, j, k)
-    points = pre_hu.index_to_lps(grid.astype(np.float64)) - offset  # on the contrast grid
-    post_inv = np.linalg.inv(post_hu.affine_lps)
-    shape = np.asarray(post.shape)
+    grid, points, _ = box
     # candidates: voxel centre inside the mask (the slab test below is stricter)
-    centre_kji = np.rint(points @ post_inv[:3, :3].T + post_inv[:3, 3]).astype(int)[:, ::-1]
-    ok = np.all((centre_kji >= 0) & (centre_kji < shape), axis=1)
+    ((_, centre_kji, ok),) = _slab_lookups(points, pre_hu, post_hu, at_centre_only=True)
     ok[ok] = inside[tuple(centre_kji[ok].T)]
     grid, points = grid[ok], points[ok]
     pre_vals = np.asarray(pre_hu.array)[grid[:, 2], grid[:, 1], grid[:, 0]].astype(np.float64)
-    normal = pre_hu.affine_lps[:3, 2] / np.linalg.norm(pre_hu.affine_lps[:3, 2])
-    slab_mm = float(pre_hu.spacing_mm[2])
-    n_sub = int(np.ceil(slab_mm / _SLAB_STEP_MM)) + 1
     all_in = np.ones(len(grid), dtype=bool)
     post_sum = np.zeros(len(grid), dtype=np.float64)
     post_max = np.full(len(grid), -np.inf)
-    for u_mm in np.linspace(-slab_mm / 2.0, slab_mm / 2.0, n_sub):
-        q = points + u_mm * normal
-        ijk = np.rint(q @ post_inv[:3, :3].T + post_inv[:3, 3]).astype(int)
-        kji_q = ijk[:, ::-1]
-        ok = np.all((kji_q >= 0) & (kji_q < shape), axis=1)
-        kji_q = np.where(ok[:, None], kji_q, 0)
+    n_sub = 0
+    for _, kji_q, ok in _slab_lookups(points, pre_hu, post_hu):
         values = post[kji_q[:, 0], kji_q[:, 1], kji_q[:, 2]].astype(np.float64)
         all_in &= ok & inside[kji_q[:, 0], kji_q[:, 1], kji_q[:, 2]]
         post_sum += values
         post_max = np.maximum(post_max, values)
+        n_sub += 1
     post_box = post_sum / n_sub
     pre_limit = min(exclude_unenhanced_above_hu, exclude_above_hu)
     keep = all_in & (pre_vals <= pre_limit) & (post_max <= exclude_above_hu)
@@ -376,25 +361,13 @@ def ct_enhancement_partial_slabs(
         return Enhancement(None, None, na, 0, 0, None, None, offset)
     post = np.asarray(post_hu.array, dtype=np.float32)
     kji = np.argwhere(inside)
-    corners = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], float)
-    lo, hi = kji.min(axis=0), kji.max(axis=0)
-    box_lps = post_hu.index_to_lps((lo + corners * (hi - lo))[:, ::-1]) + offset
-    pre_ijk = pre_hu.lps_to_index(box_lps)
-    pre_shape = np.asarray(pre_hu.array.shape[::-1])  # (i, j, k)
     # one more slab each way along the normal: the neighbours that hold pre_beyond
-    i0 = np.maximum(np.floor(pre_ijk.min(axis=0)).astype(int) - np.array([1, 1, 2]), 0)
-    i1 = np.minimum(np.ceil(pre_ijk.max(axis=0)).astype(int) + np.array([2, 2, 3]), pre_shape)
-    if np.any(i1 <= i0):
+    box = _pre_box_around(pre_hu, post_hu, inside, offset, pad_low=(1, 1, 2),
+                          pad_high=(2, 2, 3))
+    if box is None:
         return Enhancement(None, None, na, 0, 0, None, None, offset)
+    grid, points, (i0, i1) = box
     dims = i1 - i0
-    grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(i0, i1, strict=True)],
-                                indexing="ij"), axis=-1).reshape(-1, 3)  # (i, j, k)
-    points = pre_hu.index_to_lps(grid.astype(np.float64)) - offset  # on the contrast grid
-    post_inv = np.linalg.inv(post_hu.affine_lps)
-    shape = np.asarray(post.shape)
-    normal = pre_hu.affine_lps[:3, 2] / np.linalg.norm(pre_hu.affine_lps[:3, 2])
-    slab_mm = float(pre_hu.spacing_mm[2])
-    n_sub = int(np.ceil(slab_mm / _SLAB_STEP_MM)) + 1
     # the contrast value of the zone from its voxels not at its slice-axis edge: those
     # are partial volume with the tissue beyond, as thin as the contrast slices are
     core = inside.copy()
@@ -407,12 +380,8 @@ def ct_enhancement_partial_slabs(
     out_down = np.zeros(len(grid))
     post_in_sum = np.zeros(len(grid))
     post_max = np.full(len(grid), -np.inf)
-    for u_mm in np.linspace(-slab_mm / 2.0, slab_mm / 2.0, n_sub):
-        ijk = np.rint((points + u_mm * normal) @ post_inv[:3, :3].T + post_inv[:3, 3]
-                      ).astype(int)
-        kji_q = ijk[:, ::-1]
-        ok = np.all((kji_q >= 0) & (kji_q < shape), axis=1)
-        kji_q = np.where(ok[:, None], kji_q, 0)
+    n_sub = _n_slab_samples(pre_hu)
+    for u_mm, kji_q, ok in _slab_lookups(points, pre_hu, post_hu):
         values = post[kji_q[:, 0], kji_q[:, 1], kji_q[:, 2]].astype(np.float64)
         hit = ok & inside[kji_q[:, 0], kji_q[:, 1], kji_q[:, 2]]
         n_in += hit
@@ -484,6 +453,62 @@ def ct_enhancement_partial_slabs(
         standard_error_hu=se,
     )
 
+
+def _pre_box_around(pre_hu: Volume, post_hu: Volume, inside: npt.NDArray[np.bool_],
+                    offset_mm: npt.NDArray[np.float64], pad_low: tuple[int, int, int],
+                    pad_high: tuple[int, int, int],
+                    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64],
+                               tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] | None:
+    """The unenhanced voxels around a contrast-grid mask: the mask's bounding box carried
+    into the unenhanced grid through ``offset_mm`` (LPS), widened by ``pad_low`` /
+    ``pad_high`` voxels (i, j, k) and clipped. Returns their indices (n, 3; i, j, k), their
+    centres moved onto the contrast grid (LPS mm) and the box's (i, j, k) corners [i0, i1);
+    None when the box misses the unenhanced series."""
+    kji = np.argwhere(inside)
+    corners = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)], float)
+    lo, hi = kji.min(axis=0), kji.max(axis=0)
+    box_lps = post_hu.index_to_lps((lo + corners * (hi - lo))[:, ::-1]) + offset_mm
+    pre_ijk = pre_hu.lps_to_index(box_lps)
+    i0 = np.maximum(np.floor(pre_ijk.min(axis=0)).astype(int) - np.asarray(pad_low), 0)
+    i1 = np.minimum(np.ceil(pre_ijk.max(axis=0)).astype(int) + np.asarray(pad_high),
+                    np.asarray(pre_hu.array.shape[::-1]))
+    if np.any(i1 <= i0):
+        return None
+    grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(i0, i1, strict=True)],
+                                indexing="ij"), axis=-1).reshape(-1, 3)  # (i, j, k)
+    points_lps = pre_hu.index_to_lps(grid.astype(np.float64)) - offset_mm
+    return grid, points_lps, (i0, i1)
+
+
+def _n_slab_samples(pre_hu: Volume) -> int:
+    """Sub-samples across one unenhanced slab: its thickness every ``_SLAB_STEP_MM``, ends
+    included."""
+    return int(np.ceil(float(pre_hu.spacing_mm[2]) / _SLAB_STEP_MM)) + 1
+
+
+def _slab_lookups(points_lps: npt.NDArray[np.float64], pre_hu: Volume, post_hu: Volume, *,
+                  at_centre_only: bool = False,
+                  ) -> Iterator[tuple[float, npt.NDArray[np.int64], npt.NDArray[np.bool_]]]:
+    """For each sub-sample across the unenhanced slab (from −½ to +½ slice thickness along
+    its normal, :func:`_n_slab_samples` of them; the centre alone with
+    ``at_centre_only``): its offset (mm along the normal), the contrast voxel (k, j, i)
+    nearest to each point moved there,
+    and whether it lies in the contrast array (the index of one that does not is 0, for
+    safe lookups). Nearest neighbour: each contrast voxel then counts by its overlap with
+    the slab."""
+    post_inv = np.linalg.inv(post_hu.affine_lps)
+    shape = np.asarray(post_hu.array.shape)
+    normal = pre_hu.affine_lps[:3, 2] / np.linalg.norm(pre_hu.affine_lps[:3, 2])
+    slab_mm = float(pre_hu.spacing_mm[2])
+    steps_mm = ([0.0] if at_centre_only
+                else np.linspace(-slab_mm / 2.0, slab_mm / 2.0, _n_slab_samples(pre_hu)))
+    for u_mm in steps_mm:
+        q = points_lps + u_mm * normal
+        kji_q = np.rint(q @ post_inv[:3, :3].T + post_inv[:3, 3]).astype(int)[:, ::-1]
+        ok = np.all((kji_q >= 0) & (kji_q < shape), axis=1)
+        if not at_centre_only:
+            kji_q = np.where(ok[:, None], kji_q, 0)
+        yield float(u_mm), kji_q, ok
 
 def _weighted_median(values: npt.NDArray[np.float64], weights: npt.NDArray[np.float64]
                      ) -> float:
