@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy.stats import median_abs_deviation
 
 from measurements._common import (
     _bool_mask,
@@ -512,9 +513,8 @@ def _slab_lookups(points_lps: npt.NDArray[np.float64], pre_hu: Volume, post_hu: 
 
 def _weighted_median(values: npt.NDArray[np.float64], weights: npt.NDArray[np.float64]
                      ) -> float:
-    order = np.argsort(values)
-    cum = np.cumsum(weights[order])
-    return float(values[order][np.searchsorted(cum, 0.5 * cum[-1])])
+    """The weighted median: the smallest value whose cumulative weight reaches half."""
+    return float(np.quantile(values, 0.5, weights=weights, method="inverted_cdf"))
 
 
 def _noise(image: Volume, kji: Any) -> tuple[float, float]:
@@ -524,7 +524,7 @@ def _noise(image: Volume, kji: Any) -> tuple[float, float]:
     CT noise is correlated in-plane (reconstruction kernel) and nearly independent
     between slices, so both are read on differences of neighbouring slices over the
     voxels' box (grown by 15 pixels in-plane and 2 slices), where anatomy mostly
-    cancels: SD = 1.4826 × MAD / √2; the lag-1 in-plane correlation ρ of the difference
+    cancels: SD = normal-scaled MAD / √2; the lag-1 in-plane correlation ρ of the difference
     gives a Gaussian correlation width σ_c² = −1 / (4 ln ρ) px and an area of
     4π σ_c² px per independent sample (at least 1)."""
     idx = np.asarray(kji)
@@ -536,7 +536,7 @@ def _noise(image: Volume, kji: Any) -> tuple[float, float]:
         return float("nan"), 1.0
     diff = np.diff(sub, axis=0)
     centred = diff - np.median(diff)
-    sd = 1.4826 * float(np.median(np.abs(centred))) / float(np.sqrt(2.0))
+    sd = float(median_abs_deviation(centred, axis=None, scale="normal")) / float(np.sqrt(2.0))
     # robust lag-1 correlation: only pairs within 3 robust SDs (edges excluded)
     a, b = centred[:, :, :-1].ravel(), centred[:, :, 1:].ravel()
     calm = (np.abs(a) < 3.0 * sd * np.sqrt(2.0)) & (np.abs(b) < 3.0 * sd * np.sqrt(2.0))
