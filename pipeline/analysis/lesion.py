@@ -63,6 +63,9 @@ _SLAB_ERODE_MM = 0.5
 #: thickest benign peripheral rim (mm): enhancing components within it that do not enhance
 #: above the rim are part of it; beneath it the zone's own enhancement is measured
 _RIM_LAYER_MM = 3.0
+#: the zone's ΔHU is read beneath a benign rim only when that keeps this fraction of its
+#: slab voxels (an interior of twice the layer's radius); less is a few noisy voxels
+_BENEATH_RIM_MIN_FRACTION = 0.25
 
 
 @dataclass
@@ -356,12 +359,14 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
             # beneath the rim only when the zone has an interior there: at least a quarter
             # of its voxels (a zone of twice the layer's radius); a smaller one would be
             # read on a few noisy voxels
+            # (at the phase alignment just refined for the whole zone: the same phases)
             beneath = _zone_enhancement_at_pre_slabs(pre_native, post, zone, enhancing,
                                                      zone_result, lesion_transform, criteria,
-                                                     erode_mm=_RIM_LAYER_MM)
+                                                     erode_mm=_RIM_LAYER_MM,
+                                                     aligned_offset_mm=native.offset_mm)
             if (beneath is not None and beneath.delta_hu is not None
                     and beneath.standard_error_hu is None
-                    and beneath.n_voxels >= 0.25 * native.n_voxels):
+                    and beneath.n_voxels >= _BENEATH_RIM_MIN_FRACTION * native.n_voxels):
                 native = beneath
     # measured in an eroded zone, free of the partial-volume edge: along the slice axis
     # that takes a whole slice (a 1.5 mm ball removes none of 2-3 mm slices, whose
@@ -439,10 +444,12 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
 def _zone_enhancement_at_pre_slabs(pre_native: Volume, post: Volume, zone: Volume,
                                    enhancing: Volume, zone_result: Any, lesion_transform: Any,
                                    criteria: AssessmentCriteria, erode_mm: float = _SLAB_ERODE_MM,
+                                   aligned_offset_mm: Any = None,
                                    ) -> Enhancement | None:
     """The zone's ΔHU (nodules excluded) on the unenhanced series' own grid, starting from
     the phase alignment the lesion and the zone segmentation found (lesion-wide, then at
-    the zone), refined there; None when the zone has no voxel left."""
+    the zone), refined there — or at ``aligned_offset_mm`` (LPS mm, contrast → unenhanced)
+    when an earlier call refined it already; None when the zone has no voxel left."""
     own = np.asarray(zone.array, bool) & ~np.asarray(enhancing.array, bool)
     if not own.any():
         return None
@@ -452,9 +459,11 @@ def _zone_enhancement_at_pre_slabs(pre_native: Volume, post: Volume, zone: Volum
         point = tuple(zone_result.pre_transform.TransformPoint(point))
     if lesion_transform is not None:
         point = tuple(lesion_transform.TransformPoint(point))
+    refine = aligned_offset_mm is None
     whole = ct_enhancement_at_pre_slabs(
-        pre_native, post, zone.with_array(own), offset_mm=np.asarray(point) - centre,
-        erode_mm=erode_mm, enhancing_hu=criteria.enhancing_hu,
+        pre_native, post, zone.with_array(own),
+        offset_mm=np.asarray(point) - centre if refine else aligned_offset_mm,
+        refine_alignment=refine, erode_mm=erode_mm, enhancing_hu=criteria.enhancing_hu,
         equivocal_hu=criteria.equivocal_hu)
     if whole.delta_hu is not None or whole.offset_mm is None:
         return whole
