@@ -25,6 +25,7 @@ from scipy import ndimage as ndi
 
 from pipeline.image import Volume
 from segmentation._common import (
+    _local_mean,
     as_point_lps,
     ball_structure,
     bbox_slices,
@@ -418,15 +419,20 @@ def _denser_unenhancing(
     fall inside it): brighter than the zone by ¾ of the enhancement threshold after
     contrast, by half of it before, and enhancing by less than it. Parenchyma reads like
     the zone before contrast and a nodule enhances: neither is taken, nor their
-    partial-volume border with the zone. Empty without a ``zone`` to compare with."""
-    if not zone.any():
+    partial-volume border with the zone. Empty without a ``zone`` covered by the unenhanced
+    image to compare with."""
+    pre_raw = np.asarray(pre_aligned, np.float32)
+    covered = np.isfinite(pre_raw)  # the unenhanced series may end inside the crop
+    if not (zone & covered).any():
         return np.zeros_like(zone)
     sigma = [sigma_mm / s for s in spacing_mm[::-1]]
     post = np.asarray(ndi.gaussian_filter(crop.array.astype(np.float32), sigma))
-    pre = np.asarray(ndi.gaussian_filter(np.nan_to_num(np.asarray(pre_aligned, np.float32)),
-                                         sigma))
+    # beyond its coverage the unenhanced level is the mean of the covered voxels nearby,
+    # not an average with 0 HU
+    pre = (np.asarray(ndi.gaussian_filter(pre_raw, sigma)) if covered.all()
+           else _local_mean(covered, np.nan_to_num(pre_raw), sigma))
     enh = np.asarray(ndi.gaussian_filter(enhancement, sigma))
-    zone_pre = float(np.percentile(pre[zone], 75))
+    zone_pre = float(np.percentile(pre[zone & covered], 75))
     if modality == "CT":
         rise, pre_rise = post - zone_level, pre - zone_pre
     else:

@@ -490,3 +490,33 @@ def test_refine_boundary_moves_the_border_to_the_local_half_level(start_mm: floa
     assert abs(out.sum() / truth.sum() - 1.0) < 0.12
     assert dice(out, truth) >= 0.93
     assert dice(out, truth) >= dice(start, truth) + 0.05  # the start really was off
+
+
+def test_denser_unenhancing_beyond_the_unenhanced_coverage() -> None:
+    """Muscle (unenhanced 50, contrast 60 HU) beside a 30 HU zone, the unenhanced image
+    ending (NaN) half-way across the muscle: the covered muscle is still found, and so is
+    the muscle just inside the coverage edge (averaged with 0 HU beyond the edge it read
+    ~25 HU there and was lost)."""
+    from segmentation.ablation_zone import _denser_unenhancing
+
+    shape = (30, 40, 40)
+    k = np.arange(shape[0])[:, None, None] * np.ones(shape)
+    zone = np.zeros(shape, bool)
+    zone[:, 5:20, 5:35] = True
+    muscle = np.zeros(shape, bool)
+    muscle[:, 22:38, 5:35] = True
+    post = np.where(muscle, 60.0, np.where(zone, 30.0, -100.0)).astype(np.float32)
+    pre = np.where(muscle, 50.0, np.where(zone, 30.0, -100.0)).astype(np.float32)
+    pre[k >= 20] = np.nan  # the unenhanced series ends at slice 20
+    enhancement = np.where(np.isfinite(pre), post - np.nan_to_num(pre), 0.0).astype(np.float32)
+    crop = Volume.from_geometry(post, origin_lps=(0, 0, 0), spacing_mm=(1.0, 1.0, 1.0),
+                                modality="CT")
+    got = _denser_unenhancing(crop, pre, enhancement, zone, 30.0, np.ones(3), "CT", 20.0)
+    core = muscle.copy()
+    core[:, :25] = False
+    core[:, 35:] = False
+    core[:, :, :10] = False
+    core[:, :, 30:] = False  # away from the muscle's own borders with fat and the zone
+    covered_core = core & (k < 20)
+    assert got[covered_core].all()
+    assert not got[zone].any()
