@@ -57,14 +57,14 @@ def _render(parts: tuple[Ellipsoid, ...], spacing: tuple[float, float, float],
 
 
 @cache
-def _truth_mm(shape: str) -> float:
-    return measure.max_diameter_3d_mm(SHAPES[shape], spacing_mm=0.5)
+def _truth_mm(parts: tuple[Ellipsoid, ...]) -> float:
+    return measure.max_diameter_3d_mm(parts, spacing_mm=0.5)
 
 
-def _errors(shape: str, grid: str, direction: str) -> tuple[np.ndarray, np.ndarray]:
+def _errors(parts: tuple[Ellipsoid, ...], grid: str, direction: str
+            ) -> tuple[np.ndarray, np.ndarray]:
     """(new, old) diameter errors (mm) at N_OFFSETS sub-slice offsets."""
-    parts = SHAPES[shape]
-    truth = _truth_mm(shape)
+    truth = _truth_mm(parts)
     rng = np.random.default_rng(7)
     new, old = [], []
     for n in range(N_OFFSETS):
@@ -86,7 +86,7 @@ def test_interpolated_diameter_is_unbiased_on_thick_slices(shape: str, grid: str
     ≤ 0.9 mm (seen +0.5 to +0.85: on a sphere every direction is a candidate maximum, so
     the maximum picks the outermost of the ±half-voxel boundary errors, and the rounded
     caps are flat-topped; the binary mesh reads +2.4 to +3.9 mm there)."""
-    new, old = _errors(shape, grid, direction)
+    new, old = _errors(SHAPES[shape], grid, direction)
     print(f"{shape} {grid} {direction}: new mean {new.mean():+.2f} "
           f"[{new.min():+.2f}, {new.max():+.2f}]  old mean {old.mean():+.2f} max {old.max():+.2f}")
     assert abs(new.mean()) <= (0.9 if shape.startswith("sphere") else 0.4)
@@ -97,7 +97,7 @@ def test_interpolated_diameter_is_unbiased_on_thick_slices(shape: str, grid: str
 def test_binary_mesh_caliper_reads_long_on_thick_slices(grid: str) -> None:
     """The pyradiomics-equivalent caliper of a sphere reads ≥ 1.5 mm long at every offset
     (what the interpolated one removes), the interpolated one ≥ 1 mm less on average."""
-    new, old = _errors("sphere_r15", grid, "axial")
+    new, old = _errors(SHAPES["sphere_r15"], grid, "axial")
     assert old.min() >= 1.5
     assert old.mean() - new.mean() >= 1.0
 
@@ -107,13 +107,7 @@ def test_solid_elongated_along_the_slice_axis(grid: str) -> None:
     """Ellipsoid 18×16×32 mm with its long axis across the slices: the caliper is set by the
     two poles, each known only to within the gap after its last slice: every offset within
     half a slice plus 0.5 mm, |mean| ≤ 1 mm."""
-    parts = (Ellipsoid.make([0, 0, 0], [9, 8, 16]),)
-    SHAPES["_elongated"] = parts
-    try:
-        new, _old = _errors("_elongated", grid, "axial")
-    finally:
-        del SHAPES["_elongated"]
-        _truth_mm.cache_clear()
+    new, _old = _errors((Ellipsoid.make([0, 0, 0], [9, 8, 16]),), grid, "axial")
     assert abs(new.mean()) <= 1.0
     assert np.abs(new).max() <= GRIDS[grid][2] / 2 + 0.5
 
@@ -122,7 +116,7 @@ def test_isotropic_grid_is_close_to_the_binary_mesh() -> None:
     """On 0.7 mm isotropic voxels both calipers agree within 0.5 mm (no subdivision; only the
     half-voxel smoothing of the distance map differs) and both are within 1 mm of truth."""
     parts = SHAPES["ellipsoid_36x22x14"]
-    truth = _truth_mm("ellipsoid_36x22x14")
+    truth = _truth_mm(parts)
     vol = _render(parts, (0.7, 0.7, 0.7), np.eye(3), np.array([0.3, 0.6, 0.1]))
     new, old = max_3d_diameter_mm(vol), mesh_max_3d_diameter_mm(vol)
     assert new == pytest.approx(old, abs=0.5)
