@@ -92,3 +92,18 @@ def test_nodule_on_a_rim_enhancing_above_it_stays_a_nodule() -> None:
     assert len(parts) == 1 and not parts[0].is_rim
     assert parts[0].above_rim_hu is not None and parts[0].above_rim_hu >= 20.0
     assert not np.asarray(pieces.array).any()
+
+
+def test_component_deeper_than_the_rim_layer_stays_a_nodule() -> None:
+    """Enhancing no more than the rim is not enough: a component reaching deeper into the
+    zone than the rim layer (3 mm) cannot be the rim, whatever it reads."""
+    pre, post, mask, zone = _case(rim_hu=30.0)
+    k, j, i = np.meshgrid(*(np.arange(n) for n in zone.shape), indexing="ij")
+    centres = mask.index_to_lps(np.stack([i.ravel(), j.ravel(), k.ravel()], 1).astype(float))
+    deep = (np.linalg.norm(centres - CENTRE, axis=1) <= 4.0).reshape(zone.shape)
+    rim = peripheral_rim(post, mask, pre, exclude_mask=mask.with_array(deep))
+    assert rim.present
+    parts, pieces = rim_parts(mask.with_array(deep), mask, pre, post, rim)
+    assert len(parts) == 1 and not parts[0].is_rim
+    assert parts[0].above_rim_hu is not None and parts[0].above_rim_hu < 20.0  # ΔHU alone: rim
+    assert not np.asarray(pieces.array).any()
