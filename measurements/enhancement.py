@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy.ndimage import gaussian_filter
 from scipy.stats import median_abs_deviation
 
 from measurements._common import (
@@ -517,6 +518,12 @@ def _weighted_median(values: npt.NDArray[np.float64], weights: npt.NDArray[np.fl
     return float(np.quantile(values, 0.5, weights=weights, method="inverted_cdf"))
 
 
+#: noise SD: in-plane Gaussian (pixels) smoothing the slice difference to find anatomy
+#: steps, and how many of the smoothed difference's MADs a calm pixel stays within
+_CALM_SMOOTH_PX = 2.0
+_CALM_MADS = 3.0
+
+
 def _noise(image: Volume, kji: Any) -> tuple[float, float]:
     """Noise SD (HU) of an image around voxels ``kji`` and the in-plane area (pixels) per
     independent noise sample.
@@ -524,9 +531,20 @@ def _noise(image: Volume, kji: Any) -> tuple[float, float]:
     CT noise is correlated in-plane (reconstruction kernel) and nearly independent
     between slices, so both are read on differences of neighbouring slices over the
     voxels' box (grown by 15 pixels in-plane and 2 slices), where anatomy mostly
-    cancels: SD = normal-scaled MAD / √2; the lag-1 in-plane correlation ρ of the difference
-    gives a Gaussian correlation width σ_c² = −1 / (4 ln ρ) px and an area of
-    4π σ_c² px per independent sample (at least 1)."""
+    cancels: SD = normal-scaled MAD / √2 over the calm pixels; the lag-1 in-plane
+    correlation ρ of the difference gives a Gaussian correlation width
+    σ_c² = −1 / (4 ln ρ) px and an area of 4π σ_c² px per independent sample (at least 1).
+
+    Between thick slices anatomy does not cancel everywhere: organ edges move from one
+    slice to the next, and where a quarter of the pixels carry such a step the MAD of the
+    difference overstates the noise by a third to a half (seed-5 endophytic patient, 5 mm
+    unenhanced slices: 12.6-16.8 HU read vs 9.0 HU rendered), and the thin zone's noise
+    interval with it (1.8 × the spread of its ΔHU over fresh noise on that patient's
+    noise-free images; 1.2 × now, 98.5 % coverage).
+    Those steps are smooth in-plane and the noise is not, so the calm pixels are those
+    where the difference smoothed in-plane (Gaussian, ``_CALM_SMOOTH_PX``) lies within
+    ``_CALM_MADS`` of its own normal-scaled MADs: pure noise keeps > 99 % of its pixels
+    (no bias low), residual anatomy can only raise the estimate."""
     idx = np.asarray(kji)
     shape = np.asarray(image.array.shape)
     lo = np.maximum(idx.min(axis=0) - np.array([2, 15, 15]), 0)
@@ -536,10 +554,15 @@ def _noise(image: Volume, kji: Any) -> tuple[float, float]:
         return float("nan"), 1.0
     diff = np.diff(sub, axis=0)
     centred = diff - np.median(diff)
-    sd = float(median_abs_deviation(centred, axis=None, scale="normal")) / float(np.sqrt(2.0))
-    # robust lag-1 correlation: only pairs within 3 robust SDs (edges excluded)
+    smooth = gaussian_filter(centred, (0.0, _CALM_SMOOTH_PX, _CALM_SMOOTH_PX))
+    smooth -= np.median(smooth)
+    calm_px = np.abs(smooth) <= _CALM_MADS * float(
+        median_abs_deviation(smooth, axis=None, scale="normal"))
+    sd = float(median_abs_deviation(centred[calm_px], scale="normal")) / float(np.sqrt(2.0))
+    # robust lag-1 correlation: only calm pairs within 3 robust SDs (edges excluded)
     a, b = centred[:, :, :-1].ravel(), centred[:, :, 1:].ravel()
-    calm = (np.abs(a) < 3.0 * sd * np.sqrt(2.0)) & (np.abs(b) < 3.0 * sd * np.sqrt(2.0))
+    calm = ((np.abs(a) < 3.0 * sd * np.sqrt(2.0)) & (np.abs(b) < 3.0 * sd * np.sqrt(2.0))
+            & calm_px[:, :, :-1].ravel() & calm_px[:, :, 1:].ravel())
     rho = float(np.corrcoef(a[calm], b[calm])[0, 1]) if calm.sum() > 10 else 0.0
     area = 4.0 * np.pi * (-1.0 / (4.0 * np.log(rho))) if 0.0 < rho < 1.0 else 1.0
     return sd, max(float(area), 1.0)
