@@ -12,9 +12,11 @@ from measurements.components import (
     ComponentShape,
     PeripheralRim,
     RimPart,
+    SlabPart,
     enhancing_components,
     peripheral_rim,
     rim_parts,
+    slab_partial_volume_parts,
 )
 from measurements.enhancement import (
     Z_95,
@@ -83,4 +85,6 @@ __all__ = [
     "peripheral_rim",
     "RimPart",
     "rim_parts",
+    "SlabPart",
+    "slab_partial_volume_parts",
 ]

@@ -31,6 +31,7 @@ from measurements import (
     peripheral_rim,
     rim_parts,
     signed_distance_mm,
+    slab_partial_volume_parts,
     volume_ml,
 )
 from pipeline.assessment.criteria import AssessmentCriteria
@@ -301,7 +302,8 @@ def measure_zone(
         m.values["enhancing"] = "not_assessable"
         m.qc.append("no unenhanced/pre-contrast series: enhancement not assessable")
     elif post.modality == "MR":
-        enhancing = _as_bool(zone_result.enhancing_mask)
+        enhancing = _mr_nodules(_as_bool(zone_result.enhancing_mask), zone, pre_crop, crop,
+                                m.qc)
         target = enhancing if enhancing.array.any() else zone
         mr = mr_enhancement(_neutral_fill(pre_crop, crop), crop, _covered(target, pre_crop),
                             threshold_pct=criteria.mr_enhancing_pct,
@@ -321,6 +323,26 @@ def measure_zone(
                           pre_native=pre, lesion_transform=lesion_transform)
     m.full_masks = {name: _paste(post, mask) for name, mask in m.masks.items()}
     return m
+
+
+def _mr_nodules(enhancing: Volume, zone: Volume, pre: Volume, post: Volume,
+                qc: list[str]) -> Volume:
+    """The MR enhancing components without those that are the partial volume of the
+    tissue beyond one of the zone's thick slices (:func:`measurements.slab_partial_volume_parts`):
+    MR slices are as thick as a nodule's radius, so the zone's outermost slab mixes
+    the dead zone with the enhancing parenchyma beyond its surface and enhances like a
+    nodule on the subtraction (both phases are equally thick); measured with no erosion,
+    such a disc called a dead zone enhancing (+55 %)."""
+    if not np.asarray(enhancing.array).any():
+        return enhancing
+    parts, slabs = slab_partial_volume_parts(enhancing, zone, pre, post)
+    for part in parts:
+        if part.is_partial_volume:
+            qc.append(f"enhancing component of {part.volume_ml:.2f} ml on one slice at the "
+                      f"zone's edge reads as {part.post_fraction:.0%} zone mixed with the "
+                      "tissue beyond it on both phases: partial volume, not a nodule")
+    return enhancing.with_array(np.asarray(enhancing.array, bool)
+                                & ~np.asarray(slabs.array, bool))
 
 
 def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volume,
