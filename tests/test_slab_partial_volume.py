@@ -19,16 +19,18 @@ from pipeline.image import Volume
 
 ZONE_Z_MM = (12.0, 28.0)
 ZONE, CORTEX, NODULE = (520.0, 525.0), (420.0, 950.0), (380.0, 684.0)
+MEDULLA = (330.0, 720.0)
 N_XY, ZONE_XY, SPOT = 24, slice(4, 20), (slice(6, 12), slice(8, 14))
 SLICE_MM, N_SLICES = 5.0, 8
 
 
-def _phase(phase: int, nodule: bool, seed: int) -> Volume:
-    arr = np.full((N_SLICES, N_XY, N_XY), CORTEX[phase], np.float64)
+def _phase(phase: int, nodule: bool, seed: int, beyond: tuple[float, float] = CORTEX
+           ) -> Volume:
+    arr = np.full((N_SLICES, N_XY, N_XY), beyond[phase], np.float64)
     for k in range(N_SLICES):
         lo = k * SLICE_MM
         f = max(0.0, min(lo + SLICE_MM, ZONE_Z_MM[1]) - max(lo, ZONE_Z_MM[0])) / SLICE_MM
-        arr[k, ZONE_XY, ZONE_XY] = f * ZONE[phase] + (1.0 - f) * CORTEX[phase]
+        arr[k, ZONE_XY, ZONE_XY] = f * ZONE[phase] + (1.0 - f) * beyond[phase]
     if nodule:
         arr[2][SPOT] = NODULE[phase]
     arr += np.random.default_rng(seed).normal(0.0, 12.0, arr.shape)
@@ -65,6 +67,24 @@ def test_a_nodule_on_the_same_slab_stays_a_nodule(seed: int) -> None:
     assert len(parts) == 1 and not parts[0].is_partial_volume
     assert parts[0].pre_mismatch_pct is not None and parts[0].pre_mismatch_pct > 15.0
     assert not np.asarray(explained.array).any()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_nodule_reading_like_the_medulla_beyond_stays_a_nodule(seed: int) -> None:
+    """Against medulla the nodule's two phases are nearly a mixture of 18 % zone and
+    82 % medulla; a slab the zone mask holds is at least about half zone: kept."""
+    pre = _phase(0, True, seed, beyond=MEDULLA)
+    post = _phase(1, True, seed + 10, beyond=MEDULLA)
+    zone, spot = _masks(post)
+    parts, explained = slab_partial_volume_parts(spot, zone, pre, post)
+    assert len(parts) == 1 and not parts[0].is_partial_volume
+    assert parts[0].post_fraction is not None and parts[0].post_fraction < 0.3
+    assert not np.asarray(explained.array).any()
+    # the pole slab's own partial volume with medulla (60 % zone) is still explained
+    pre, post = _phase(0, False, seed, beyond=MEDULLA), _phase(1, False, seed + 10,
+                                                                 beyond=MEDULLA)
+    parts, _ = slab_partial_volume_parts(spot, zone, pre, post)
+    assert parts[0].is_partial_volume
 
 
 def test_a_component_inside_the_zone_or_on_two_slices_stays() -> None:
