@@ -200,9 +200,15 @@ def segment_ablation_zone(
     # also kept 2 mm of every spur, the partial-volume wedge where the zone meets a
     # kidney-fat or muscle-fat interface: +1.5-3 mm of long axis on early zones)
     unrefined_slices = np.any(hull, axis=(1, 2))
-    hull = refine_boundary(hull, smooth, spacing, seed_kji, band_mm=2.0, min_contrast=(
-        20.0 if modality == "CT" else 0.15 * zone_level), raw=crop.array,
-        inside_level=zone_level)
+    # the zone never touches air: where the fat between it and the skin or bowel gas is
+    # thinner than the outer shell, the shell reads air and the midpoint falls in the fat
+    # (+1.5 mm of zone against the body wall); below fat, every level counts as fat
+    air_floor = low_level - 100.0 if modality == "CT" else -np.inf
+    hull = refine_boundary(hull, _floored(smooth, air_floor, low_level), spacing, seed_kji,
+                           band_mm=2.0, min_contrast=(
+                               20.0 if modality == "CT" else 0.15 * zone_level),
+                           raw=_floored(crop.array, air_floor, low_level),
+                           inside_level=zone_level)
     # the band reaches one slice past each pole per pass: what it grows on a slice the
     # zone did not reach must be more than a line of voxels (a partial-volume thread where
     # the kidney surface meets fat, past the pole, adds slices to the 3-D diameter)
@@ -303,6 +309,12 @@ def segment_ablation_zone(
 
 
 # --------------------------------------------------------------------------- internals
+def _floored(image: npt.NDArray[Any], floor: float, level: float) -> npt.NDArray[np.float32]:
+    """``image`` with every value below ``floor`` set to ``level`` (air read as fat)."""
+    img = np.asarray(image, np.float32)
+    return np.where(img < floor, np.float32(level), img) if np.isfinite(floor) else img
+
+
 def _post_rise(smooth: npt.NDArray[np.float32], zone_level: float, modality: str
                ) -> npt.NDArray[np.float32]:
     """Post-contrast level above the zone's: HU (CT) or percent of it (MR)."""
