@@ -10,9 +10,13 @@ boundaries estimated on the crop around the seed:
 
 each clamped to ±3 robust standard deviations of the tumour's own texture. Necrotic or
 cystic cores (low attenuation, enclosed) are filled; thin bridges to touching structures
-of similar attenuation are cut by a morphological opening. When the unenhanced phase is
-given it is aligned locally (mutual information) and voxels that do not enhance like the
-tumour (muscle, bowel content) are removed before the cleaning.
+of similar attenuation are cut by a morphological opening. The border is then re-placed
+at the local half level (against darker tissue on the unsmoothed image, where the box
+partial volume puts it exactly), spurs are opened off without shaving the outline, and
+one-voxel noise is smoothed off the signed distance without shrinking a convex shape.
+When the unenhanced phase is given it is aligned locally (mutual information) and voxels
+that do not enhance like the tumour (muscle, bowel content) are removed before the
+cleaning.
 
 All heavy work runs on a crop of ±``half_size_mm`` around the seed.
 """
