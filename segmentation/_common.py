@@ -253,11 +253,15 @@ def refine_boundary(
     junction, and air where the fat is thin, and puts the border 0.2–0.5 mm inside (10–25 %
     of a small zone's volume) or 1–2 mm outside it.
 
-    With ``decide`` (e.g. the unsmoothed image) the levels still come from ``smooth`` but
-    each band voxel is classified on ``decide``: a box-filter partial volume puts the true
-    border exactly at the half level of the unsmoothed image, while a Gaussian moves the
-    half level of a convex border inwards by σ²/R (6 % of a 0.7 ml tumour's volume at
-    σ 0.8 mm). The caller regularises the one-voxel noise this leaves.
+    With ``decide`` (the unsmoothed image) the levels still come from ``smooth`` but band
+    voxels are classified on ``decide`` — a box-filter partial volume puts the true border
+    exactly at the half level of the unsmoothed image, while a Gaussian moves the half
+    level of a convex border inwards by σ²/R (6 % of a 0.7 ml tumour's volume at σ 0.8 mm)
+    — where the outside is brighter than the region, and for voxels darker than the
+    region against the darker outside tissue's own level (:func:`_darker_side`; the shell
+    average mixes fat with the parenchyma beside it). Voxels brighter than the region
+    with a darker outside keep the smoothed rule. The caller regularises the one-voxel
+    noise this leaves.
     """
     for _ in range(iterations):
         region = _refine_once(region, smooth, spacing_mm, seed_kji, band_mm, min_contrast,
