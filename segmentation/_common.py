@@ -234,6 +234,7 @@ def refine_boundary(
     iterations: int = 2,
     raw: npt.NDArray[Any] | None = None,
     inside_level: float | None = None,
+    decide: npt.NDArray[Any] | None = None,
 ) -> npt.NDArray[np.bool_]:
     """Move the border of ``region`` to the local 50 % level between inside and outside.
 
@@ -251,10 +252,20 @@ def refine_boundary(
     (:func:`_tissue_band`): the shell average mixes fat with parenchyma or muscle at a
     junction, and air where the fat is thin, and puts the border 0.2–0.5 mm inside (10–25 %
     of a small zone's volume) or 1–2 mm outside it.
+
+    With ``decide`` (the unsmoothed image) the levels still come from ``smooth`` but band
+    voxels are classified on ``decide`` — a box-filter partial volume puts the true border
+    exactly at the half level of the unsmoothed image, while a Gaussian moves the half
+    level of a convex border inwards by σ²/R (6 % of a 0.7 ml tumour's volume at σ 0.8 mm)
+    — where the outside is brighter than the region, and for voxels darker than the
+    region against the darker outside tissue's own level (:func:`_darker_side`; the shell
+    average mixes fat with the parenchyma beside it). Voxels brighter than the region
+    with a darker outside keep the smoothed rule. The caller regularises the one-voxel
+    noise this leaves.
     """
     for _ in range(iterations):
         region = _refine_once(region, smooth, spacing_mm, seed_kji, band_mm, min_contrast,
-                              raw, inside_level)
+                              raw, inside_level, decide)
     return region
 
 
@@ -267,6 +278,7 @@ def _refine_once(
     min_contrast: float,
     raw: npt.NDArray[Any] | None = None,
     inside_level: float | None = None,
+    decide: npt.NDArray[Any] | None = None,
 ) -> npt.NDArray[np.bool_]:
     if not region.any():
         return region
@@ -278,7 +290,8 @@ def _refine_once(
                 seed_kji[2] - box[2].start)
     moved = np.zeros_like(region)
     moved[box] = _refine_in_box(region[box], smooth[box], spacing_mm, sub_seed, band_mm,
-                                min_contrast, None if raw is None else raw[box], inside_level)
+                                min_contrast, None if raw is None else raw[box], inside_level,
+                                None if decide is None else decide[box])
     return moved if moved.sum() > 0.5 * region.sum() else region
 
 
@@ -291,6 +304,7 @@ def _refine_in_box(
     min_contrast: float,
     raw: npt.NDArray[Any] | None = None,
     inside_level: float | None = None,
+    decide: npt.NDArray[Any] | None = None,
 ) -> npt.NDArray[np.bool_]:
     """One refinement step on the region's box (the levels and the band, see
     :func:`refine_boundary`)."""
@@ -332,11 +346,44 @@ def _refine_in_box(
         lvl_out = _local_mean(outer, img, sigma_vox)
         mid = 0.5 * (lvl_in + lvl_out)
         contrast = lvl_in - lvl_out
-        band &= np.abs(contrast) >= min_contrast
-        inside_side = np.where(contrast > 0, img > mid, img < mid)
-        out = np.where(band, inside_side, reg)[pad:-pad, pad:-pad, pad:-pad]
+        decided = band & (np.abs(contrast) >= min_contrast)
+        keep = np.where(contrast > 0, img > mid, img < mid)
+        if decide is not None:
+            dec = np.pad(np.asarray(decide, np.float32), pad, mode="edge")
+            # where the outside is brighter (parenchyma) its midpoint is the region's own
+            # and the unsmoothed image decides; where it is darker it may mix fat with
+            # parenchyma, and voxels brighter than the region keep the smoothed rule
+            keep = np.where(contrast < 0, dec < mid, keep)
+            dark, dark_keep = _darker_side(band & (img < lvl_in), dec, img, outer, lvl_in,
+                                           sigma_vox, min_contrast)
+            keep = np.where(dark, dark_keep, keep)
+            decided |= dark
+        out = np.where(decided, keep, reg)[pad:-pad, pad:-pad, pad:-pad]
     out = fill_holes_3d_and_slices(np.asarray(out))
     return nearest_component(out, seed_kji, spacing_mm, max_distance_mm=8.0)
+
+
+def _darker_side(
+    band: npt.NDArray[np.bool_],
+    decide: npt.NDArray[np.float32],
+    img: npt.NDArray[np.float32],
+    outer: npt.NDArray[np.bool_],
+    lvl_in: npt.NDArray[np.float32],
+    sigma_vox: list[float],
+    min_contrast: float,
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """(Voxels decided, inside) for band voxels darker than the region: inside iff
+    ``decide`` lies above the half level between the region and the darker outside
+    tissue alone (its own local mean over the shell, Gaussian σ 3 mm, where it is within
+    reach and differs by ``min_contrast``). One outside level averages fat with the
+    parenchyma where the region meets both and moves that midpoint into the region."""
+    darker = outer & (img < lvl_in - 0.5 * min_contrast)
+    if not darker.any():
+        return np.zeros(band.shape, bool), np.ones(band.shape, bool)
+    weight = ndi.gaussian_filter(darker.astype(np.float32), sigma_vox)
+    level = _local_mean(darker, img, sigma_vox)
+    active = band & (weight > 0.02) & (lvl_in - level >= min_contrast)
+    return active, decide > 0.5 * (lvl_in + level)
 
 
 def _local_mean(sel: npt.NDArray[np.bool_], img: npt.NDArray[np.float32],

@@ -112,6 +112,29 @@ def test_tissue_aware_refinement_finds_a_small_zone_at_a_junction(start_mm: floa
     assert plain.sum() < 0.85 * truth.sum()  # what the plain refinement does here
 
 
+@pytest.mark.parametrize("start_mm", [-0.8, 1.0])
+def test_decide_on_the_unsmoothed_image_places_the_border_against_fat_and_kidney(
+        start_mm: float) -> None:
+    """Without the region's level (a tumour's is textured), ``decide=raw`` classifies
+    voxels darker than the region against the darker tissue's own level and, where the
+    outside is brighter, on the unsmoothed image: the zone at the junction is read
+    within 13 % (the plain rule: more than 20 % small) and nothing of the kidney or fat
+    is taken beyond 0.5 mm."""
+    from segmentation._common import dice, refine_boundary
+
+    raw, truth, beyond_mm, spacing = _small_zone_at_a_junction()
+    smooth = ndi.gaussian_filter(raw, (0.0, 0.8 / 0.7, 0.8 / 0.7))
+    start = beyond_mm <= start_mm
+    seed = (6, 22, 22)
+    plain = refine_boundary(start, smooth, spacing, seed, band_mm=2.0, min_contrast=20.0)
+    decided = refine_boundary(start, smooth, spacing, seed, band_mm=2.0, min_contrast=20.0,
+                              decide=raw)
+    assert abs(decided.sum() / truth.sum() - 1.0) < 0.13
+    assert dice(decided, truth) >= 0.92
+    assert beyond_mm[decided].max() <= 0.5
+    assert plain.sum() < 0.8 * truth.sum()
+
+
 def test_slab_inside_needs_both_neighbours_along_thick_axes_only() -> None:
     from segmentation._common import _slab_inside
 
