@@ -250,3 +250,27 @@ def test_voxel_by_voxel_painting_equals_block_classification(monkeypatch):
     monkeypatch.setattr(render, "_BLOCK_MM", 0.5)
     assert np.array_equal(mask, render_mask(plan.lesions[0].tumour.shape, series.grid,
                                             place=study.body_to_lps))
+
+
+def test_benign_rim_blends_linearly_with_the_tissue_outside():
+    """The rim is the zone's outer 2 mm: a voxel on the zone's surface holds rim and the
+    tissue outside in proportion to its coverage (a rim shell painted over the zone
+    blended the outside tissue twice, (1 - f)², and read ~30 HU too bright at f = ½)."""
+    plan = make_patient("benign_rim", seed=2, small=False)
+    study, series = plan.find_series("fu1/ct_nephrographic")
+    layers = [la for la in series_layers(plan, study, series)
+              if la.name.endswith(("/rim", "/zone"))]
+    assert [la.name.split("/")[1] for la in layers] == ["rim", "zone"]
+    kw = {"body_to_lps": study.body_to_lps, "mobile_shift_mm": series.mobile_shift_mm,
+          "phase": series.phase}
+    fat_hu = -100.0
+    image = render_layers(layers, series.grid, background=fat_hu, **kw)
+    cover = render_layers([Layer("c", layers[0].shape, (1.0,) * 6, mobile=True)], series.grid,
+                          background=0.0, **kw)
+    inner = render_layers([Layer("i", layers[1].shape, (1.0,) * 6, mobile=True)],
+                          series.grid, background=0.0, **kw)
+    surface = (cover > 0.05) & (cover < 0.95) & (inner == 0)
+    assert surface.sum() > 500
+    rim_hu = float(layers[0].values[render.phase_index(series.phase)])
+    expected = fat_hu * (1 - cover[surface]) + rim_hu * cover[surface]
+    np.testing.assert_allclose(image[surface], expected, atol=0.05)
