@@ -129,6 +129,8 @@ def test_decide_on_the_unsmoothed_image_places_the_border_against_fat_and_kidney
     plain = refine_boundary(start, smooth, spacing, seed, band_mm=2.0, min_contrast=20.0)
     decided = refine_boundary(start, smooth, spacing, seed, band_mm=2.0, min_contrast=20.0,
                               decide=raw)
+    # 627 voxels on 3 mm slices, 68 % of them on the surface layer: 13 % is a fifth of
+    # that layer decided wrongly by noise and partial volume, not a bias
     assert abs(decided.sum() / truth.sum() - 1.0) < 0.13
     assert dice(decided, truth) >= 0.92
     assert beyond_mm[decided].max() <= 0.5
