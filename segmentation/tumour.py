@@ -70,6 +70,7 @@ _SPUR_BASE_MM = 1.5
 _COMPLETION_MIN_FAT_FRACTION = 0.6
 _COMPLETION_OPEN_MM = 1.0
 _COMPLETION_MAX_ADDED = 0.5
+_COMPLETION_BOX_MM = 12.0
 
 
 def segment_tumour(
@@ -516,6 +517,27 @@ def _complete_round_contour(
     cap under-determines the ellipsoid) or when the completion would add more than
     _COMPLETION_MAX_ADDED of the region (a fit gone wrong).
     """
+    # everything below looks at most ~8 mm beyond the region: work on its box
+    box = bbox_slices(region, np.ceil(_COMPLETION_BOX_MM / np.asarray(spacing_mm)[::-1]),
+                      include=seed_kji)
+    if box is None:
+        return region
+    sub_seed = (seed_kji[0] - box[0].start, seed_kji[1] - box[1].start,
+                seed_kji[2] - box[2].start)
+    completed = region.copy()
+    completed[box] = _complete_in_box(region[box], smooth[box], spacing_mm, sub_seed,
+                                      fat_boundary_hu)
+    return completed
+
+
+def _complete_in_box(
+    region: npt.NDArray[np.bool_],
+    smooth: npt.NDArray[np.floating[Any]],
+    spacing_mm: npt.NDArray[np.float64],
+    seed_kji: tuple[int, int, int],
+    fat_boundary_hu: float,
+) -> npt.NDArray[np.bool_]:
+    """_complete_round_contour on the region's box."""
     from skimage.measure import marching_cubes
 
     body = ndi.binary_opening(region, structure=ball_structure(spacing_mm, _BODY_OPEN_MM))
