@@ -56,14 +56,16 @@ def _scene(kidney_offset_mm: float, rim_hu: float, seed: int = 1
 @pytest.mark.parametrize("kidney_offset_mm", [5.0, 6.0])
 def test_tumour_rim_iso_enhancing_with_the_kidney_is_completed(kidney_offset_mm: float) -> None:
     """The rim next to the kidney reads 165 HU like the parenchyma: no edge there, the
-    intensity region stops near the 130 HU iso-level, a chord through the tumour (old
-    code: Dice 0.82 / 0.86, volume -31 % / -25 %). The contour completed from the part
-    against fat gives it back (0.98), and nothing of the kidney beyond the sphere."""
+    intensity region stops near the 130 HU iso-level, a chord through the tumour (without
+    completion: Dice 0.84 / 0.87, volume -28 % / -22 %). The contour completed from the
+    part against fat gives most of it back (Dice 0.95 / 0.96, volume -9 % / -8 %: the
+    ellipsoid is trusted only 1 mm inside its surface), and nothing of the kidney beyond
+    the sphere."""
     image, truth = _scene(kidney_offset_mm, rim_hu=165.0)
     mask = segment_tumour(image, _C - np.array([5.0, 0.0, 0.0]), half_size_mm=30.0)
     got = mask.array.astype(bool)
     assert dice(got, truth) >= 0.94
-    assert abs(got.sum() / truth.sum() - 1.0) < 0.08
+    assert abs(got.sum() / truth.sum() - 1.0) < 0.11
     truth_diameter = max_3d_diameter_mm(mask.with_array(truth.astype(np.uint8)))
     assert abs(max_3d_diameter_mm(mask) - truth_diameter) < 1.0
     x = (np.arange(_SHAPE[2]) * _SPACING[0])[None, None, :]
@@ -86,3 +88,47 @@ def test_completion_leaves_a_tumour_with_a_visible_parenchyma_edge_alone() -> No
     completed = _complete_round_contour(region, smooth, spacing, seed_kji,
                                         0.5 * (fat_hu + tumour_hu))
     assert (completed & ~region).sum() <= 0.01 * region.sum()
+
+
+def _lobulated_scene(seed: int = 1) -> tuple[Volume, np.ndarray]:
+    """The iso-enhancing scene of :func:`_scene` (kidney 5 mm from the centre, rim 165 HU)
+    with two lobes (radius 6 mm, 7 mm off the centre along ±y) bulging along the kidney:
+    the outline against fat is wider than the sphere's, so an ellipsoid fitted to it
+    passes outside the true border across the kidney sector."""
+    x, y, z = _centres(_SUB)
+    plane = _C[0] + 5.0
+    lobes = [(_C + np.array([0.0, 7.0, 0.0]), 6.0), (_C - np.array([0.0, 7.0, 0.0]), 6.0)]
+
+    def solid(px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> np.ndarray:
+        inside = (px - _C[0]) ** 2 + (py - _C[1]) ** 2 + (pz - _C[2]) ** 2 <= _R_MM**2
+        for centre, radius in lobes:
+            inside |= ((px - centre[0]) ** 2 + (py - centre[1]) ** 2
+                       + (pz - centre[2]) ** 2 <= radius**2)
+        return inside
+
+    scene = np.full(x.shape, -100.0, np.float32)
+    scene[x > plane] = 165.0
+    ramp = np.clip((x - (plane - 3.0)) / 3.0, 0.0, 1.0)
+    scene = np.where(solid(x, y, z), 100.0 + 65.0 * ramp, scene)
+    arr = scene.mean(axis=(3, 4, 5))
+    arr += np.random.default_rng(seed).normal(0.0, 10.0, _SHAPE).astype(np.float32)
+    xc, yc, zc = _centres(1)
+    truth = solid(xc, yc, zc)[..., 0, 0, 0]
+    image = Volume.from_geometry(arr, origin_lps=(0, 0, 0), spacing_mm=_SPACING, modality="CT")
+    return image, truth
+
+
+def test_completion_of_a_lobulated_tumour_stays_inside_its_border() -> None:
+    """Lobes along the kidney widen the fat-facing outline: the whole fitted ellipsoid
+    put 151 voxels more than 1 mm (up to 1.6 mm) outside the true border into the kidney
+    and read +6.8 % volume (Dice 0.963). Trusted only 1 mm inside its surface, the
+    completion stays within one voxel of the border (Dice 0.98, volume -3 %)."""
+    from scipy import ndimage as ndi
+
+    image, truth = _lobulated_scene()
+    mask = segment_tumour(image, _C - np.array([5.0, 0.0, 0.0]), half_size_mm=30.0)
+    got = mask.array.astype(bool)
+    outside_mm = ndi.distance_transform_edt(~truth, sampling=np.asarray(_SPACING)[::-1])
+    assert (outside_mm[got] > 1.01).sum() == 0  # nothing beyond one in-plane voxel
+    assert abs(got.sum() / truth.sum() - 1.0) < 0.05
+    assert dice(got, truth) >= 0.97
