@@ -1,0 +1,134 @@
+"""Tumour contour completion where the tumour meets parenchyma that enhances like it
+(_complete_round_contour): analytic spheres on a 0.8 x 0.8 x 1 mm grid with box partial
+volume (voxel averages of the sub-sampled scene) and 10 HU noise, as the generator
+renders them. Fast."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from measurements import max_3d_diameter_mm
+from pipeline.image import Volume
+from segmentation import segment_tumour
+from segmentation._common import dice, point_index_kji
+from segmentation.tumour import _complete_round_contour, _smoothed, tissue_levels_hu
+
+_SPACING = (0.8, 0.8, 1.0)  # i, j, k (mm)
+_SHAPE = (60, 80, 80)  # k, j, i
+_C = np.array([32.0, 32.0, 30.0])  # tumour centre (LPS mm)
+_R_MM = 11.0
+_SUB = 3  # sub-samples per axis for the box partial volume
+
+
+def _centres(sub: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LPS coordinates (mm) of the sub-sample points, shaped [k, j, i, sub, sub, sub]."""
+    offsets = (np.arange(sub) + 0.5) / sub - 0.5
+    k, j, i = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in _SHAPE), indexing="ij")
+    ok, oj, oi = np.meshgrid(offsets, offsets, offsets, indexing="ij")
+    x = (i[..., None, None, None] + oi) * _SPACING[0]
+    y = (j[..., None, None, None] + oj) * _SPACING[1]
+    z = (k[..., None, None, None] + ok) * _SPACING[2]
+    return x, y, z
+
+
+def _scene(kidney_offset_mm: float, rim_hu: float, seed: int = 1
+           ) -> tuple[Volume, np.ndarray]:
+    """Fat (-100 HU); kidney parenchyma (165 HU) filling x > centre + kidney_offset_mm;
+    a sphere of radius 11 mm at 100 HU whose enhancement rises to ``rim_hu`` over the
+    3 mm next to the kidney (a textured rim that enhances like the parenchyma). Returns
+    the image and the voxel-centre truth."""
+    x, y, z = _centres(_SUB)
+    plane = _C[0] + kidney_offset_mm
+    scene = np.full(x.shape, -100.0, np.float32)
+    scene[x > plane] = 165.0
+    inside = (x - _C[0]) ** 2 + (y - _C[1]) ** 2 + (z - _C[2]) ** 2 <= _R_MM**2
+    ramp = np.clip((x - (plane - 3.0)) / 3.0, 0.0, 1.0)
+    scene = np.where(inside, 100.0 + (rim_hu - 100.0) * ramp, scene)
+    arr = scene.mean(axis=(3, 4, 5))
+    arr += np.random.default_rng(seed).normal(0.0, 10.0, _SHAPE).astype(np.float32)
+    xc, yc, zc = _centres(1)
+    truth = ((xc - _C[0]) ** 2 + (yc - _C[1]) ** 2 + (zc - _C[2]) ** 2 <= _R_MM**2)[..., 0, 0, 0]
+    image = Volume.from_geometry(arr, origin_lps=(0, 0, 0), spacing_mm=_SPACING, modality="CT")
+    return image, truth
+
+
+@pytest.mark.parametrize("kidney_offset_mm", [5.0, 6.0])
+def test_tumour_rim_iso_enhancing_with_the_kidney_is_completed(kidney_offset_mm: float) -> None:
+    """The rim next to the kidney reads 165 HU like the parenchyma: no edge there, the
+    intensity region stops near the 130 HU iso-level, a chord through the tumour (without
+    completion: Dice 0.84 / 0.87, volume -28 % / -22 %). The contour completed from the
+    part against fat gives most of it back (Dice 0.95 / 0.96, volume -9 % / -8 %: the
+    ellipsoid is trusted only 1 mm inside its surface), and nothing of the kidney beyond
+    the sphere."""
+    image, truth = _scene(kidney_offset_mm, rim_hu=165.0)
+    mask = segment_tumour(image, _C - np.array([5.0, 0.0, 0.0]), half_size_mm=30.0)
+    got = mask.array.astype(bool)
+    assert dice(got, truth) >= 0.94
+    assert abs(got.sum() / truth.sum() - 1.0) < 0.11
+    truth_diameter = max_3d_diameter_mm(mask.with_array(truth.astype(np.uint8)))
+    assert abs(max_3d_diameter_mm(mask) - truth_diameter) < 1.0
+    x = (np.arange(_SHAPE[2]) * _SPACING[0])[None, None, :]
+    assert not (got & (x > _C[0] + _R_MM + 1.5)).any()  # no parenchyma beyond the sphere
+
+
+def test_completion_leaves_a_tumour_with_a_visible_parenchyma_edge_alone() -> None:
+    """A uniform 100 HU tumour against 165 HU parenchyma has an edge all round: the
+    segmented region is already round, and what lies between it and the fitted ellipsoid
+    is a thin shell at most, which is not added."""
+    image, truth = _scene(3.0, rim_hu=100.0)
+    seed = _C - np.array([5.0, 0.0, 0.0])
+    mask = segment_tumour(image, seed, half_size_mm=30.0, convex_fill=False)
+    region = mask.array.astype(bool)
+    assert dice(region, truth) >= 0.94
+    smooth = _smoothed(image, sigma_mm=0.8)
+    spacing = image.spacing_mm
+    seed_kji = point_index_kji(image, seed)
+    fat_hu, tumour_hu, _, _ = tissue_levels_hu(smooth, seed_kji, spacing)
+    completed = _complete_round_contour(region, smooth, spacing, seed_kji,
+                                        0.5 * (fat_hu + tumour_hu))
+    assert (completed & ~region).sum() <= 0.01 * region.sum()
+
+
+def _lobulated_scene(seed: int = 1) -> tuple[Volume, np.ndarray]:
+    """The iso-enhancing scene of :func:`_scene` (kidney 5 mm from the centre, rim 165 HU)
+    with two lobes (radius 6 mm, 7 mm off the centre along ±y) bulging along the kidney:
+    the outline against fat is wider than the sphere's, so an ellipsoid fitted to it
+    passes outside the true border across the kidney sector."""
+    x, y, z = _centres(_SUB)
+    plane = _C[0] + 5.0
+    lobes = [(_C + np.array([0.0, 7.0, 0.0]), 6.0), (_C - np.array([0.0, 7.0, 0.0]), 6.0)]
+
+    def solid(px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> np.ndarray:
+        inside = (px - _C[0]) ** 2 + (py - _C[1]) ** 2 + (pz - _C[2]) ** 2 <= _R_MM**2
+        for centre, radius in lobes:
+            inside |= ((px - centre[0]) ** 2 + (py - centre[1]) ** 2
+                       + (pz - centre[2]) ** 2 <= radius**2)
+        return inside
+
+    scene = np.full(x.shape, -100.0, np.float32)
+    scene[x > plane] = 165.0
+    ramp = np.clip((x - (plane - 3.0)) / 3.0, 0.0, 1.0)
+    scene = np.where(solid(x, y, z), 100.0 + 65.0 * ramp, scene)
+    arr = scene.mean(axis=(3, 4, 5))
+    arr += np.random.default_rng(seed).normal(0.0, 10.0, _SHAPE).astype(np.float32)
+    xc, yc, zc = _centres(1)
+    truth = solid(xc, yc, zc)[..., 0, 0, 0]
+    image = Volume.from_geometry(arr, origin_lps=(0, 0, 0), spacing_mm=_SPACING, modality="CT")
+    return image, truth
+
+
+def test_completion_of_a_lobulated_tumour_stays_inside_its_border() -> None:
+    """Lobes along the kidney widen the fat-facing outline: the whole fitted ellipsoid
+    put 151 voxels more than 1 mm (up to 1.6 mm) outside the true border into the kidney
+    and read +6.8 % volume (Dice 0.963). Trusted only 1 mm inside its surface, the
+    completion stays within one voxel of the border (Dice 0.98, volume -3 %)."""
+    from scipy import ndimage as ndi
+
+    image, truth = _lobulated_scene()
+    mask = segment_tumour(image, _C - np.array([5.0, 0.0, 0.0]), half_size_mm=30.0)
+    got = mask.array.astype(bool)
+    outside_mm = ndi.distance_transform_edt(~truth, sampling=np.asarray(_SPACING)[::-1])
+    assert (outside_mm[got] > 1.01).sum() == 0  # nothing beyond one in-plane voxel
+    assert abs(got.sum() / truth.sum() - 1.0) < 0.05
+    assert dice(got, truth) >= 0.97
