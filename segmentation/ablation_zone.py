@@ -389,12 +389,15 @@ def _nodules_beside_organs(
     ``organ_fraction`` × the organ's own level (read beyond ``max_reach_mm``, where only
     the organ is) that a body ball still fits in, touching the zone and not reaching far.
 
-    A nodule pressed against the spleen or liver shares a broad partial-volume border with
-    it that no opening of the nodule radius cuts; as one component the two reach far and
-    were dropped as the organ (seed 19 residual nodule at 6 months: 55 HU against the
-    spleen's 127, read "no"). The same rule as against the parenchyma (a nodule enhances
-    by less than 0.8 × the brightest tissue) separates them; the organ's own partial-volume
-    rim against the zone is 2-3 mm thin and no body ball fits in it."""
+    A nodule pressed against an organ that counts as nodule-like (the spleen; or the kidney
+    itself when the crop's parenchyma level is inflated, e.g. by the patient table, which
+    lies elsewhere on the unenhanced series and reads +450-600 HU on the subtraction)
+    shares a broad border with it that no opening of the nodule radius cuts; as one
+    component the two reach far and were dropped as the organ (seed 19 residual nodule at
+    6 months: +55 HU against the kidney's +127 with the parenchyma level read at 310, "no").
+    The same rule as against the parenchyma (a nodule enhances by less than 0.8 × the
+    brightest tissue) separates them; the organ's own partial-volume rim against the zone
+    is 2-3 mm thin and no body ball fits in it."""
     out = np.zeros(labels.shape, dtype=bool)
     pad = max(ball.shape) // 2 + 1
     for i in organ_ids:
