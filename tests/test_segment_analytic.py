@@ -426,6 +426,58 @@ def test_segment_ablation_zone_includes_a_nodule_as_large_as_the_zone() -> None:
     assert max_3d_diameter_mm(res.zone_mask) <= 26.0 + 2.0  # 26 mm (zone + nodule)
 
 
+def _organ_zone_scene(nodule: bool, organ_edge_x_mm: float):
+    """Fat; bright parenchyma (x > 46 mm, +217 HU); a 13 mm zone at the centre; an
+    organ enhancing less than the parenchyma (spleen: +125 HU) filling x < ``organ_edge_x_mm``;
+    optionally a 7.5 mm nodule (+60 HU) centred on the zone's surface towards the organ,
+    pressed against it."""
+    x, y, z = _grid()
+    zone = _ball(x, y, z, _C, 13.0)
+    nod = (_ball(x, y, z, _C - np.array([13.0, 0.0, 0.0]), 7.5) if nodule
+           else np.zeros_like(zone))
+    organ = (x < organ_edge_x_mm) & ~zone & ~nod
+    paren = (x > 46.0) & ~zone & ~nod
+    fat = ~paren & ~zone & ~nod & ~organ
+    out = []
+    for vals, seed in (((-100.0, 33.0, 30.0, 38.0, 50.0), 4),
+                       ((-100.0, 250.0, 32.0, 98.0, 175.0), 5)):
+        arr = np.zeros(_SHAPE, np.float32)
+        for region, v in zip((fat, paren, zone & ~nod, nod, organ), vals, strict=True):
+            arr[region] = v
+        out.append(_volume(arr + _noise(seed, 10.0)))
+    return out[0], out[1], zone, nod
+
+
+def test_segment_ablation_zone_finds_a_nodule_pressed_against_an_organ() -> None:
+    """A 7.5 mm nodule on the zone's surface pressed against an organ that enhances more
+    than it (the spleen: +125 against the nodule's +60 HU) but less than the kidney: their
+    broad border is no thin partial-volume shell, so nodule and organ made one body
+    component reaching 27 mm from the zone, dropped whole as the organ (seed 19
+    residual_3mo at 6 months read "no"). The nodule is split off the organ."""
+    pre, post, zone, nodule = _organ_zone_scene(True, 21.0)
+    res = segment_ablation_zone(post, pre, _C, modality="CT", half_size_mm=35.0)
+    assert len(res.nodule_volumes_ml) == 1
+    got_nodule = res.enhancing_mask.array.astype(bool)
+    assert dice(got_nodule, nodule) >= 0.75
+    x, _, _ = _grid()
+    assert not (got_nodule & (x < 18.0)).any()  # none of the organ
+    got = res.zone_mask.array.astype(bool)
+    assert (got & nodule).sum() >= 0.9 * nodule.sum()
+    assert dice(got, zone | nodule) >= 0.9
+
+
+@pytest.mark.parametrize("organ_edge_x_mm", [21.0, 28.0], ids=["apart", "touching"])
+def test_segment_ablation_zone_organ_beside_the_zone_is_no_nodule(
+    organ_edge_x_mm: float,
+) -> None:
+    """The same organ without a nodule, 6 mm from the zone or pressed against it: its
+    partial-volume border with the zone is no nodule body."""
+    pre, post, zone, _ = _organ_zone_scene(False, organ_edge_x_mm)
+    res = segment_ablation_zone(post, pre, _C, modality="CT", half_size_mm=35.0)
+    assert res.nodule_volumes_ml == [] and res.enhancing_mask.array.sum() == 0
+    assert dice(res.zone_mask.array, zone) >= 0.9
+
+
 def test_segment_ablation_zone_rejects_unknown_modality() -> None:
     pre, post, _, _ = _zone_scene(0.0)
     with pytest.raises(ValueError, match="modality"):
