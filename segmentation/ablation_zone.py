@@ -290,10 +290,11 @@ def segment_ablation_zone(
     nodules = ndi.binary_propagation(bodies, structure=np.ones((3, 3, 3), bool),
                                      mask=nodules | bodies)
     rim = inside & ~nodules
-    zone = _without_spurs(fill_holes_3d_and_slices(
+    zone = fill_holes_3d_and_slices(
         _joined(hull, bodies, spacing, min_nodule_radius_mm)
-        | (nodules & ndi.binary_dilation(hull, structure=ball_structure(spacing, 1.5)))),
-        spacing)
+        | (nodules & ndi.binary_dilation(hull, structure=ball_structure(spacing, 1.5))))
+    zone = _without_spurs(zone & ~_parenchyma_at_nodules(zone & ~hull, bodies, hull, crop.array,
+                                                         lo, spacing), spacing)
     labels, n = ndi.label(nodules, structure=np.ones((3, 3, 3), bool))
     voxel_ml = crop.voxel_volume_mm3 / 1000.0
     volumes = [float((labels == i).sum() * voxel_ml) for i in range(1, n + 1)]
@@ -435,6 +436,48 @@ def _to_half_level(
     disc[: disc.shape[0] // 2] = False
     disc[disc.shape[0] // 2 + 1:] = False
     return np.asarray(bodies | ndi.binary_opening(refined, structure=disc))
+
+
+def _parenchyma_at_nodules(
+    added: npt.NDArray[np.bool_],
+    bodies: npt.NDArray[np.bool_],
+    hull: npt.NDArray[np.bool_],
+    post: npt.NDArray[Any],
+    lo: float,
+    spacing_mm: npt.NDArray[np.float64],
+) -> npt.NDArray[np.bool_]:
+    """Voxels of ``added`` (what the nodule bodies and the crease joining them add to the
+    zone) that read nearer the enhancing parenchyma beside the nodule than the nodule
+    itself on the post-contrast image.
+
+    A nodule lies where the margin was thinnest, against the kidney: on its last slices
+    and at the corners where the kidney surface meets the zone and fat, the kidney's
+    partial volume is blurred to the nodule's level on the subtraction (σ 1.5 mm, thick
+    pre-contrast slices), and the crease closing fills the notch between the two with
+    cortex (late zones 1.5-2.5 mm long: cortex at 130-180 HU against a 100 HU nodule).
+    The levels are local means over soft tissue only (above ``lo``, σ 0.8 mm): where
+    the kidney surface meets fat at the nodule, a plain smoothing averages the cortex with
+    the fat down to the nodule's level."""
+    if not added.any() or not bodies.any() or not hull.any():
+        return np.zeros_like(added)
+    img = np.asarray(post, np.float32)
+    soft = img > lo
+    level = _local_mean(soft, img, [0.8 / s for s in spacing_mm[::-1]])
+    nodule_post = float(np.median(level[bodies & ~hull])) if (bodies & ~hull).any() else float(
+        np.median(level[bodies]))
+    zone_post = float(np.median(level[hull]))
+    # the brighter tissue beside the zone (2-6 mm out): the parenchyma the nodule touches
+    dist_mm = ndi.distance_transform_edt(~(hull | bodies), sampling=spacing_mm[::-1])
+    step = nodule_post - zone_post
+    bright = (dist_mm > 2.0) & (dist_mm <= 6.0) & soft & (level > nodule_post + 0.5 * step)
+    if bright.sum() < 50:
+        return np.zeros_like(added)
+    parenchyma_post = float(np.median(level[bright]))
+    # only where the parenchyma is clearly brighter than the nodule (by half as much as
+    # the nodule is above the zone): a nodule enhancing like the kidney has no such border
+    if step <= 0 or parenchyma_post - nodule_post < 0.5 * step:
+        return np.zeros_like(added)
+    return np.asarray(added & soft & (level > 0.5 * (nodule_post + parenchyma_post)))
 
 
 def _joined(hull: npt.NDArray[np.bool_], bodies: npt.NDArray[np.bool_],
