@@ -224,8 +224,7 @@ def segment_ablation_zone(
         # what the slice-axis reconstruction restores on a slice past the opened zone's
         # pole must itself be more than a line of voxels (a partial-volume thread at the
         # kidney-fat junction one slice beyond the pole adds a slice to the 3-D diameter)
-        restored = _beside_opened(hull & ndi.binary_dilation(opened, structure=along_slices),
-                                  opened)
+        restored = hull & ndi.binary_dilation(opened, structure=along_slices)
         beyond = ~np.any(opened, axis=(1, 2))  # slices past the opened zone's poles
         cap = ndi.binary_opening(restored & beyond[:, None, None], structure=in_plane)
         hull = fill_holes_3d_and_slices(restored & ~beyond[:, None, None] | cap)
@@ -296,7 +295,6 @@ def segment_ablation_zone(
         | (nodules & ndi.binary_dilation(hull, structure=ball_structure(spacing, 1.5))))
     zone = _without_spurs(zone & ~_parenchyma_at_nodules(zone & ~hull, bodies, hull, crop.array,
                                                          lo, spacing), spacing)
-    zone = _surface_regularised(zone, nodules, spacing)
     labels, n = ndi.label(nodules, structure=np.ones((3, 3, 3), bool))
     voxel_ml = crop.voxel_volume_mm3 / 1000.0
     volumes = [float((labels == i).sum() * voxel_ml) for i in range(1, n + 1)]
@@ -316,44 +314,6 @@ def _floored(image: npt.NDArray[Any], floor: float, level: float) -> npt.NDArray
     """``image`` with every value below ``floor`` set to ``level`` (air read as fat)."""
     img = np.asarray(image, np.float32)
     return np.where(img < floor, np.float32(level), img) if np.isfinite(floor) else img
-
-
-def _beside_opened(restored: npt.NDArray[np.bool_], opened: npt.NDArray[np.bool_]
-                   ) -> npt.NDArray[np.bool_]:
-    """What the slice-axis reconstruction restores, on slices the opened zone reaches, kept
-    within one voxel in-plane of it (its 8-neighbours on the same slice).
-
-    The opening shaves the convex outline by about a voxel, which this gives back; the
-    slice above or below is 2.5-3 mm away and, towards the equator, several mm wider, so
-    the plain reconstruction also restored every lip and spur of the hull lying over it
-    (a muscle band beside the zone, partial volume where the kidney meets fat): on the
-    phantom's 3-month zones true restored voxels lie within 1 voxel of the opened zone,
-    extra ones up to 6 mm out, the 3-D diameter's endpoints among them (+1.5-5 mm)."""
-    square = np.zeros((1, 3, 3), dtype=bool)
-    square[0] = True
-    on_slices = np.any(opened, axis=(1, 2))[:, None, None]
-    near = ndi.binary_dilation(opened, structure=square)
-    return np.asarray(restored & (near | ~on_slices))
-
-
-def _surface_regularised(zone: npt.NDArray[np.bool_], nodules: npt.NDArray[np.bool_],
-                         spacing_mm: npt.NDArray[np.float64], sigma_mm: float = 2.0
-                         ) -> npt.NDArray[np.bool_]:
-    """The zone's outline without its bumps: the signed distance smoothed by ``sigma_mm``
-    with the curvature term added back (:func:`segmentation.tumour._regularised`; a convex
-    zone keeps its size), nodules kept whole.
-
-    The per-voxel border is rough (noise, partial-volume lips where the zone meets a
-    muscle band or the kidney-fat junction) and a caliper is a maximum: on the phantom's
-    3-month zones the 3-D diameter read 0.5-1.5 mm over the voxelised truth's at -1 % of
-    volume. At σ 2 mm it reads 0.2-1 mm less, Dice rises by 0.3-0.6 % and the volume
-    moves by < 1 %. Skipped when it changes the volume by more than 1.5 %: on a small
-    zone on thick slices (late zones of 1-3 ml, 3-5 slices) the curvature term is not
-    measured well and the smoothing shrank it by 2-6 %."""
-    from segmentation.tumour import _regularised
-
-    smoothed = fill_holes_3d_and_slices(_regularised(zone, spacing_mm, sigma_mm, 2.0) | nodules)
-    return smoothed if abs(smoothed.sum() / max(int(zone.sum()), 1) - 1.0) <= 0.015 else zone
 
 
 def _post_rise(smooth: npt.NDArray[np.float32], zone_level: float, modality: str
