@@ -354,25 +354,12 @@ def _fat_envelope(
         return None
     scale_kji = np.asarray(spacing_mm, float)[::-1]
     points = (np.argwhere(facing) - np.asarray(seed_kji)) * scale_kji
-    fit = _fit_ellipsoid(points)
-    for _ in range(3):  # drop points far off the fitted surface (other organs' borders)
-        if fit is None:
-            return None
-        centre, form = fit
-        rel = points - centre
-        radius = np.linalg.norm(rel, axis=1)
-        level = np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", rel, form, rel), 1e-12))
-        residual_mm = np.abs(1.0 - 1.0 / level) * radius
-        keep = residual_mm < max(2.0, 2.5 * float(np.median(residual_mm)))
-        if keep.sum() < _MIN_FAT_FACING_VOXELS:
-            return None
-        fit = _fit_ellipsoid(points[keep])
+    # drop points far off the fitted surface (other organs' borders)
+    fit = _robust_ellipsoid(points, min_cut_mm=2.0)
     if fit is None:
         return None
     centre, form = fit
-    grids = np.ogrid[: smooth.shape[0], : smooth.shape[1], : smooth.shape[2]]
-    rel_axes = [(g - seed_kji[a]) * scale_kji[a] - centre[a] for a, g in enumerate(grids)]
-    level2 = sum(form[a, b] * rel_axes[a] * rel_axes[b] for a in range(3) for b in range(3))
+    level2, _ = _ellipsoid_level2(smooth.shape, seed_kji, scale_kji, centre, form)
     envelope = np.asarray(level2 <= _ENVELOPE_SCALE**2)
     # a fit pulled off the tumour (too few or skewed points) leaves much of the body out
     if not envelope[seed_kji] or (envelope & body).sum() < _BODY_INSIDE_FRACTION * body.sum():
@@ -395,6 +382,44 @@ def _fit_ellipsoid(
         return None
     centre = -np.linalg.solve(quad, coef[6:])
     return centre, quad / (1.0 + centre @ quad @ centre)
+
+def _robust_ellipsoid(
+    points_mm: npt.NDArray[np.float64], min_cut_mm: float, rounds: int = 3
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+    """(centre, form) of :func:`_fit_ellipsoid` refitted ``rounds`` times without the
+    points farther from the fitted surface (radially, mm) than ``min_cut_mm`` or 2.5 ×
+    the median residual, whichever is larger; None when a fit fails or fewer than
+    _MIN_FAT_FACING_VOXELS points remain."""
+    fit = _fit_ellipsoid(points_mm)
+    for _ in range(rounds):
+        if fit is None:
+            return None
+        centre, form = fit
+        rel = points_mm - centre
+        radius = np.linalg.norm(rel, axis=1)
+        level = np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", rel, form, rel), 1e-12))
+        residual_mm = np.abs(1.0 - 1.0 / level) * radius
+        keep = residual_mm < max(min_cut_mm, 2.5 * float(np.median(residual_mm)))
+        if keep.sum() < _MIN_FAT_FACING_VOXELS:
+            return None
+        fit = _fit_ellipsoid(points_mm[keep])
+    return fit
+
+
+def _ellipsoid_level2(
+    shape: tuple[int, ...],
+    seed_kji: tuple[int, int, int],
+    scale_kji: npt.NDArray[np.float64],
+    centre: npt.NDArray[np.float64],
+    form: npt.NDArray[np.float64],
+) -> tuple[Any, list[Any]]:
+    """(Squared ellipsoid level, offsets from its centre in mm along k, j, i as open
+    grids) of every voxel of a ``shape`` grid, with the fit's points in mm (k, j, i order)
+    relative to ``seed_kji``: level 1 on the ellipsoid's surface, < 1 inside."""
+    grids = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    rel_axes = [(g - seed_kji[a]) * scale_kji[a] - centre[a] for a, g in enumerate(grids)]
+    level2 = sum(form[a, b] * rel_axes[a] * rel_axes[b] for a in range(3) for b in range(3))
+    return level2, rel_axes
 
 
 def _closed(
@@ -576,25 +601,12 @@ def _complete_in_box(
     points = verts + origin * scale_kji
     if len(points) < _MIN_FAT_FACING_VOXELS:
         return region
-    fit = _fit_ellipsoid(points)
-    for _ in range(3):  # drop points off the fitted surface (neighbours' borders)
-        if fit is None:
-            return region
-        centre, form = fit
-        rel = points - centre
-        radius = np.linalg.norm(rel, axis=1)
-        level = np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", rel, form, rel), 1e-12))
-        residual_mm = np.abs(1.0 - 1.0 / level) * radius
-        keep = residual_mm < max(1.5, 2.5 * float(np.median(residual_mm)))
-        if keep.sum() < _MIN_FAT_FACING_VOXELS:
-            return region
-        fit = _fit_ellipsoid(points[keep])
+    # drop points off the fitted surface (neighbours' borders)
+    fit = _robust_ellipsoid(points, min_cut_mm=1.5)
     if fit is None:
         return region
     centre, form = fit
-    grids = np.ogrid[: smooth.shape[0], : smooth.shape[1], : smooth.shape[2]]
-    rel_axes = [(g - seed_kji[a]) * scale_kji[a] - centre[a] for a, g in enumerate(grids)]
-    level2 = sum(form[a, b] * rel_axes[a] * rel_axes[b] for a in range(3) for b in range(3))
+    level2, rel_axes = _ellipsoid_level2(smooth.shape, seed_kji, scale_kji, centre, form)
     # depth below the fitted surface along the ray from its centre (mm, negative inside):
     # only what lies deeper than _COMPLETION_INSET_MM is trusted
     radial_mm = np.sqrt(sum(r**2 for r in rel_axes))
