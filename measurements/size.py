@@ -5,6 +5,14 @@ Definitions (all in millimetres of patient space, whatever the grid orientation)
 * **Boundary.** The lesion boundary is the 0.5 iso-line (2-D, marching squares) or
   iso-surface (3-D, marching cubes) of the binary mask: on a binary mask it passes through
   the midpoints between inside and outside voxel centres (pyradiomics' mesh does the same).
+  The axial outline is taken on the mask blurred in-plane first (Gaussian, σ = 1 pixel,
+  each slice on its own): the binary iso-line's end points scatter by ±half a pixel from
+  direction to direction, and the long axis, a maximum over directions and slices, picks
+  the outermost of them (mean +0.39 mm on voxel-centre renderings of spheres and
+  ellipsoids, +0.47 mm over the validation archives); on the blurred outline +0.02 and
+  +0.05 mm. ``axial_diameters(mask, inplane_sigma_px=0)`` measures the binary iso-line.
+  (Grids resampled to axial below are not blurred: their linear interpolation already
+  gives a sub-voxel outline.)
 * **Long axis (RECIST 1.1).** The longest in-plane diameter on a *patient axial* slice: on
   each axial slice the largest distance between two boundary points (convex hull + all
   pairs of hull vertices), maximised over slices. Ties (symmetric shapes: several equal
@@ -82,6 +90,7 @@ _MAX_INPLANE_MM = 1.0
 _CHORD_CHUNK = 256
 _TIE_MM = 1e-6  # lengths closer than this are ties (rounding), broken canonically
 _SDF_SMOOTH_FRACTION = 0.5  # Gaussian σ on the finely sampled axes, in voxels
+_INPLANE_SMOOTH_PX = 1.0  # Gaussian σ of the in-plane blur before the axial outline, pixels
 
 
 @dataclass(frozen=True)
@@ -183,14 +192,20 @@ def mesh_max_3d_diameter_mm(mask: Volume) -> float:
     return mesh_max_3d_diameter(mask).diameter_mm
 
 
-def axial_diameters(mask: Volume) -> AxialDiameters:
+def axial_diameters(mask: Volume, inplane_sigma_px: float | None = None) -> AxialDiameters:
     """RECIST 1.1 long and short axis on the patient axial slice where the long axis is longest.
 
-    See the module docstring for the exact definitions. Raises EmptyMaskError for an empty
-    mask.
+    See the module docstring for the exact definitions. ``inplane_sigma_px`` is the in-plane
+    blur before the outline (default ``_INPLANE_SMOOTH_PX``; 0 measures the binary 0.5
+    iso-line itself, as pyradiomics does). Raises EmptyMaskError for an empty mask.
     """
     arr = _bool_mask(mask, "mask")
     stack, affine, resampled = _axial_stack(arr, mask)
+    if not resampled:
+        sigma_px = _INPLANE_SMOOTH_PX if inplane_sigma_px is None else inplane_sigma_px
+        if not (np.isfinite(sigma_px) and sigma_px >= 0):
+            raise ValueError(f"inplane_sigma_px must be finite and >= 0, got {sigma_px}")
+        stack = _smoothed_inplane(stack > 0.5, affine, sigma_px)
     per_slice: list[tuple[float, float, list[FloatArray], FloatArray]] = []
     for k in range(stack.shape[0]):
         if stack[k].max() <= 0.5:
@@ -288,6 +303,29 @@ def _resample_axial(
     return out, out_affine
 
 
+def _smoothed_inplane(
+    stack: npt.NDArray[np.bool_], affine: FloatArray, sigma_px: float
+) -> FloatArray:
+    """The binary mask blurred in-plane (Gaussian, σ = ``sigma_px`` pixels), per slice.
+
+    Its 0.5 iso-line is a sub-pixel outline that does not staircase: along an oblique edge
+    the blur averages the staircase away, so the outline's end points no longer scatter by
+    ±half a pixel from direction to direction, and the maximum over directions and slices
+    (the long axis) stops picking the outermost of those errors. Voxel-centre renderings of
+    spheres and ellipsoids (0.7–1 mm pixels, 1–5 mm slices, 96 cases): long axis mean
+    +0.39 → +0.02 mm, short axis +0.08 → −0.07 mm, spread about the same (0.27–0.31 →
+    0.28 mm). A disc of
+    radius R shrinks by only ≈ σ²/(2R) per side (0.05 mm for σ = 0.75 mm, R = 5 mm); a 90°
+    corner rounds inward by 0.77σ (sharp corners do not occur in lesions). Slices are
+    blurred independently: RECIST reads each axial slice on its own.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    spacing_ji = np.linalg.norm(affine[:3, :2], axis=0)[::-1]
+    sigma_ji = sigma_px * spacing_ji.min() / spacing_ji  # the same mm along both axes
+    return gaussian_filter(stack.astype(np.float64), (0.0, *sigma_ji), mode="constant")
+
+
 def _long_axis_pairs(pts: FloatArray) -> tuple[float, FloatArray]:
     """Longest distance between 2-D points and every pair (P, 2, 2) within _TIE_MM of it."""
     from scipy.spatial import ConvexHull, QhullError
@@ -306,7 +344,7 @@ def _long_axis_pairs(pts: FloatArray) -> tuple[float, FloatArray]:
 
 
 def _slice_contours_lps(
-    sl: npt.NDArray[np.float32], k: int, affine: FloatArray
+    sl: npt.NDArray[np.floating], k: int, affine: FloatArray
 ) -> list[FloatArray]:
     """Closed 0.5 iso-lines of one axial slice as (M, 3) LPS polylines (first == last)."""
     from skimage.measure import find_contours
