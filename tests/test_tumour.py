@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 
 from pipeline.image import Volume
 from segmentation._common import dice
-from segmentation.tumour import _fit_ellipsoid, _regularised, segment_tumour
+from segmentation.tumour import _fat_envelope, _fit_ellipsoid, _regularised, segment_tumour
 
 
 def test_fit_ellipsoid_recovers_an_ellipsoid_from_the_half_facing_fat() -> None:
@@ -105,3 +105,47 @@ def test_regularised_removes_one_voxel_bumps_and_keeps_a_sphere() -> None:
     plain = _regularised(truth, _SP_MM, 0.8, 0.0)
     assert plain.sum() < 0.98 * truth.sum()  # without the curvature term it shrinks
     assert abs(_regularised(truth, _SP_MM, 0.8, 2.0).sum() / truth.sum() - 1.0) < 0.005
+
+
+# ------------------------------------------- envelope against a leak into the kidney
+def _tumour_leaking_into_kidney(leak_centre_mm):
+    """(Smoothed image, region, seed, spacing, tumour, leak) on a 0.8 × 0.8 × 1 mm grid: a
+    12 mm tumour (150 HU) half inside a 25 mm kidney (190 HU) in fat (−100 HU), and the
+    region grown from it that ran into a 10 mm blob of the tumour's attenuation (a
+    medullary pyramid) at ``leak_centre_mm`` (x, y, z)."""
+    sp = np.array([0.8, 0.8, 1.0])
+    shape = (60, 90, 110)  # k, j, i
+    kk, jj, ii = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    z = (kk - 30) * sp[2]
+    y = (jj - 45) * sp[1]
+    x = (ii - 65) * sp[0]
+
+    def ball(cx, cy, cz, r):
+        return (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= r * r
+
+    tumour = ball(0.0, 0.0, 0.0, 12.0)
+    kidney = ball(-22.0, 0.0, 0.0, 25.0)
+    leak = ball(*leak_centre_mm, 10.0) & ~tumour
+    image = np.full(shape, -100.0, np.float32)
+    image[kidney] = 190.0
+    image[tumour | leak] = 150.0
+    smooth = ndi.gaussian_filter(image, 0.8 / sp[::-1]).astype(np.float32)
+    return smooth, tumour | leak, (30, 45, 65), sp, tumour, leak
+
+
+def test_fat_envelope_cuts_a_leak_into_the_kidney_that_faces_no_fat() -> None:
+    # 39 % of the region lies in the pyramid: the envelope used to be refused (< 70 % of
+    # the body inside), leaving the leak in the tumour; the pyramid is enclosed by cortex
+    smooth, region, seed, sp, tumour, leak = _tumour_leaking_into_kidney((-17.0, 0.0, 0.0))
+    envelope = _fat_envelope(region, smooth, 25.0, sp, seed)
+    assert envelope is not None
+    assert (envelope & leak).sum() < 0.1 * leak.sum()
+    assert dice(envelope & region, tumour) > 0.95
+
+
+def test_fat_envelope_keeps_a_lobe_that_faces_fat() -> None:
+    # the same lobe lying in fat beside the tumour is part of the tumour's border against
+    # fat: the envelope passes through it (or is refused), it never cuts it like a leak
+    smooth, region, seed, sp, _tumour, leak = _tumour_leaking_into_kidney((0.0, 19.0, 0.0))
+    envelope = _fat_envelope(region, smooth, 25.0, sp, seed)
+    assert envelope is None or (envelope & leak).sum() > 0.5 * leak.sum()
