@@ -340,7 +340,8 @@ def _refine_in_box(
         shell &= _slab_inside(~reg, spacing_mm, 2.0)
         decided, keep = _tissue_band(
             band, np.pad(np.asarray(raw, np.float32), pad, mode="edge"), img, inner, shell,
-            lvl_in, float(inside_level), spacing_mm, min_contrast)
+            _where_reached(lvl_in, inner, sigma_vox), float(inside_level), spacing_mm,
+            min_contrast)
         out = np.where(decided, keep, reg)[pad:-pad, pad:-pad, pad:-pad]
     else:
         lvl_out = _local_mean(outer, img, sigma_vox)
@@ -361,6 +362,25 @@ def _refine_in_box(
         out = np.where(decided, keep, reg)[pad:-pad, pad:-pad, pad:-pad]
     out = fill_holes_3d_and_slices(np.asarray(out))
     return nearest_component(out, seed_kji, spacing_mm, max_distance_mm=8.0)
+
+
+#: floor of the Gaussian weight a normalised local mean divides by: below it the mean is
+#: not the selected tissue's level
+_MIN_MEAN_WEIGHT = 1e-3
+
+
+def _where_reached(level: npt.NDArray[np.float32], sel: npt.NDArray[np.bool_],
+                   sigma_vox: list[float]) -> npt.NDArray[np.float32]:
+    """``level`` (a :func:`_local_mean` over ``sel``) where the Gaussian reaches ``sel``,
+    NaN elsewhere.
+
+    Beyond the Gaussian's reach the normalised mean divides almost nothing by its floor
+    and reads near 0, not the tissue's level: in the middle of a pole's last slice when the
+    region spans only 4-5 thick slices, the pure inner shell is a thin ring on the middle
+    slices 8 voxels or more away (MR zone 35 mm wide on 5 mm slices: a level of ~60
+    against the zone's 536, and a third of that slice cut as "brighter than the zone")."""
+    weight = ndi.gaussian_filter(sel.astype(np.float32), sigma_vox)
+    return np.asarray(np.where(weight >= _MIN_MEAN_WEIGHT, level, np.float32(np.nan)))
 
 
 def _darker_side(
@@ -392,7 +412,7 @@ def _local_mean(sel: npt.NDArray[np.bool_], img: npt.NDArray[np.float32],
     weight of ``sel``, so the level is of that tissue alone), σ in voxels per axis."""
     w = ndi.gaussian_filter(sel.astype(np.float32), sigma_vox)
     v = ndi.gaussian_filter(np.where(sel, img, 0.0).astype(np.float32), sigma_vox)
-    return np.asarray(v / np.maximum(w, 1e-3))
+    return np.asarray(v / np.maximum(w, _MIN_MEAN_WEIGHT))
 
 
 def _slab_inside(
@@ -451,7 +471,7 @@ def _tissue_band(
     decided = np.zeros(band.shape, bool)
     keep = np.ones(band.shape, bool)
     for sign in (-1.0, 1.0):
-        level_in = (np.minimum(lvl_in_local, np.float32(inside_level)) if sign > 0
+        level_in = (np.fmin(lvl_in_local, np.float32(inside_level)) if sign > 0
                     else np.maximum(nearest_in, np.float32(inside_level)))
         tissue = shell & (sign * (img - level_in) > 0.5 * min_contrast)
         if not tissue.any():
