@@ -235,6 +235,7 @@ def refine_boundary(
     raw: npt.NDArray[Any] | None = None,
     inside_level: float | None = None,
     decide: npt.NDArray[Any] | None = None,
+    level_beyond_inner: bool = False,
 ) -> npt.NDArray[np.bool_]:
     """Move the border of ``region`` to the local 50 % level between inside and outside.
 
@@ -262,10 +263,14 @@ def refine_boundary(
     average mixes fat with the parenchyma beside it). Voxels brighter than the region
     with a darker outside keep the smoothed rule. The caller regularises the one-voxel
     noise this leaves.
+
+    ``level_beyond_inner`` (with ``inside_level``): where the inner shell is out of the
+    local mean's reach (:func:`_where_reached`), the region's level towards brighter
+    tissue is ``inside_level`` rather than that mean, which reads towards 0 there.
     """
     for _ in range(iterations):
         region = _refine_once(region, smooth, spacing_mm, seed_kji, band_mm, min_contrast,
-                              raw, inside_level, decide)
+                              raw, inside_level, decide, level_beyond_inner)
     return region
 
 
@@ -279,6 +284,7 @@ def _refine_once(
     raw: npt.NDArray[Any] | None = None,
     inside_level: float | None = None,
     decide: npt.NDArray[Any] | None = None,
+    level_beyond_inner: bool = False,
 ) -> npt.NDArray[np.bool_]:
     if not region.any():
         return region
@@ -291,7 +297,7 @@ def _refine_once(
     moved = np.zeros_like(region)
     moved[box] = _refine_in_box(region[box], smooth[box], spacing_mm, sub_seed, band_mm,
                                 min_contrast, None if raw is None else raw[box], inside_level,
-                                None if decide is None else decide[box])
+                                None if decide is None else decide[box], level_beyond_inner)
     return moved if moved.sum() > 0.5 * region.sum() else region
 
 
@@ -305,6 +311,7 @@ def _refine_in_box(
     raw: npt.NDArray[Any] | None = None,
     inside_level: float | None = None,
     decide: npt.NDArray[Any] | None = None,
+    level_beyond_inner: bool = False,
 ) -> npt.NDArray[np.bool_]:
     """One refinement step on the region's box (the levels and the band, see
     :func:`refine_boundary`)."""
@@ -340,8 +347,8 @@ def _refine_in_box(
         shell &= _slab_inside(~reg, spacing_mm, 2.0)
         decided, keep = _tissue_band(
             band, np.pad(np.asarray(raw, np.float32), pad, mode="edge"), img, inner, shell,
-            _where_reached(lvl_in, inner, sigma_vox), float(inside_level), spacing_mm,
-            min_contrast)
+            _where_reached(lvl_in, inner, sigma_vox) if level_beyond_inner else lvl_in,
+            float(inside_level), spacing_mm, min_contrast)
         out = np.where(decided, keep, reg)[pad:-pad, pad:-pad, pad:-pad]
     else:
         lvl_out = _local_mean(outer, img, sigma_vox)

@@ -195,7 +195,8 @@ def test_tissue_aware_refinement_keeps_the_last_thick_slice_under_the_kidney(
     raw, truth, spacing = _mr_zone_capped_by_kidney(gap_mm, offset_mm)
     smooth = ndi.gaussian_filter(raw, (0.0, 0.8 / 1.44, 0.8 / 1.44))
     out = refine_boundary(truth, smooth, spacing, (5, 20, 20), band_mm=2.0,
-                          min_contrast=0.15 * 525.0, raw=raw, inside_level=525.0)
+                          min_contrast=0.15 * 525.0, raw=raw, inside_level=525.0,
+                          level_beyond_inner=True)
     for k in np.flatnonzero(truth.any(axis=(1, 2))):
         assert (out[k] & truth[k]).sum() >= 0.8 * truth[k].sum(), k
     assert (out & truth).sum() >= 0.97 * truth.sum()
