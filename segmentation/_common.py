@@ -235,6 +235,7 @@ def refine_boundary(
     raw: npt.NDArray[Any] | None = None,
     inside_level: float | None = None,
     decide: npt.NDArray[Any] | None = None,
+    level_beyond_inner: bool = False,
 ) -> npt.NDArray[np.bool_]:
     """Move the border of ``region`` to the local 50 % level between inside and outside.
 
@@ -262,10 +263,14 @@ def refine_boundary(
     average mixes fat with the parenchyma beside it). Voxels brighter than the region
     with a darker outside keep the smoothed rule. The caller regularises the one-voxel
     noise this leaves.
+
+    ``level_beyond_inner`` (with ``inside_level``): where the inner shell is out of the
+    local mean's reach (:func:`_where_reached`), the region's level towards brighter
+    tissue is ``inside_level`` rather than that mean, which reads towards 0 there.
     """
     for _ in range(iterations):
         region = _refine_once(region, smooth, spacing_mm, seed_kji, band_mm, min_contrast,
-                              raw, inside_level, decide)
+                              raw, inside_level, decide, level_beyond_inner)
     return region
 
 
@@ -279,6 +284,7 @@ def _refine_once(
     raw: npt.NDArray[Any] | None = None,
     inside_level: float | None = None,
     decide: npt.NDArray[Any] | None = None,
+    level_beyond_inner: bool = False,
 ) -> npt.NDArray[np.bool_]:
     if not region.any():
         return region
@@ -291,7 +297,7 @@ def _refine_once(
     moved = np.zeros_like(region)
     moved[box] = _refine_in_box(region[box], smooth[box], spacing_mm, sub_seed, band_mm,
                                 min_contrast, None if raw is None else raw[box], inside_level,
-                                None if decide is None else decide[box])
+                                None if decide is None else decide[box], level_beyond_inner)
     return moved if moved.sum() > 0.5 * region.sum() else region
 
 
@@ -305,6 +311,7 @@ def _refine_in_box(
     raw: npt.NDArray[Any] | None = None,
     inside_level: float | None = None,
     decide: npt.NDArray[Any] | None = None,
+    level_beyond_inner: bool = False,
 ) -> npt.NDArray[np.bool_]:
     """One refinement step on the region's box (the levels and the band, see
     :func:`refine_boundary`)."""
@@ -340,7 +347,8 @@ def _refine_in_box(
         shell &= _slab_inside(~reg, spacing_mm, 2.0)
         decided, keep = _tissue_band(
             band, np.pad(np.asarray(raw, np.float32), pad, mode="edge"), img, inner, shell,
-            lvl_in, float(inside_level), spacing_mm, min_contrast)
+            _where_reached(lvl_in, inner, sigma_vox) if level_beyond_inner else lvl_in,
+            float(inside_level), spacing_mm, min_contrast)
         out = np.where(decided, keep, reg)[pad:-pad, pad:-pad, pad:-pad]
     else:
         lvl_out = _local_mean(outer, img, sigma_vox)
@@ -361,6 +369,25 @@ def _refine_in_box(
         out = np.where(decided, keep, reg)[pad:-pad, pad:-pad, pad:-pad]
     out = fill_holes_3d_and_slices(np.asarray(out))
     return nearest_component(out, seed_kji, spacing_mm, max_distance_mm=8.0)
+
+
+#: floor of the Gaussian weight a normalised local mean divides by: below it the mean is
+#: not the selected tissue's level
+_MIN_MEAN_WEIGHT = 1e-3
+
+
+def _where_reached(level: npt.NDArray[np.float32], sel: npt.NDArray[np.bool_],
+                   sigma_vox: list[float]) -> npt.NDArray[np.float32]:
+    """``level`` (a :func:`_local_mean` over ``sel``) where the Gaussian reaches ``sel``,
+    NaN elsewhere.
+
+    Beyond the Gaussian's reach the normalised mean divides almost nothing by its floor
+    and reads near 0, not the tissue's level: in the middle of a pole's last slice when the
+    region spans only 4-5 thick slices, the pure inner shell is a thin ring on the middle
+    slices 8 voxels or more away (MR zone 35 mm wide on 5 mm slices: a level of ~60
+    against the zone's 536, and a third of that slice cut as "brighter than the zone")."""
+    weight = ndi.gaussian_filter(sel.astype(np.float32), sigma_vox)
+    return np.asarray(np.where(weight >= _MIN_MEAN_WEIGHT, level, np.float32(np.nan)))
 
 
 def _darker_side(
@@ -392,7 +419,7 @@ def _local_mean(sel: npt.NDArray[np.bool_], img: npt.NDArray[np.float32],
     weight of ``sel``, so the level is of that tissue alone), σ in voxels per axis."""
     w = ndi.gaussian_filter(sel.astype(np.float32), sigma_vox)
     v = ndi.gaussian_filter(np.where(sel, img, 0.0).astype(np.float32), sigma_vox)
-    return np.asarray(v / np.maximum(w, 1e-3))
+    return np.asarray(v / np.maximum(w, _MIN_MEAN_WEIGHT))
 
 
 def _slab_inside(
@@ -451,7 +478,7 @@ def _tissue_band(
     decided = np.zeros(band.shape, bool)
     keep = np.ones(band.shape, bool)
     for sign in (-1.0, 1.0):
-        level_in = (np.minimum(lvl_in_local, np.float32(inside_level)) if sign > 0
+        level_in = (np.fmin(lvl_in_local, np.float32(inside_level)) if sign > 0
                     else np.maximum(nearest_in, np.float32(inside_level)))
         tissue = shell & (sign * (img - level_in) > 0.5 * min_contrast)
         if not tissue.any():
