@@ -691,3 +691,57 @@ def test_mr_body_that_is_the_slab_mixture_of_zone_and_kidney_stays_out_of_the_zo
                                 spacing_mm=spacing, modality="MR")
     out = _slab_mixture_bodies(body, hull, crop, pre.astype(np.float32))
     assert out.sum() == (body.sum() if dropped else 0)
+
+
+def _table_zone_scene(nodule: bool):
+    """Fat; kidney parenchyma (x > 46 mm, y < 56 mm, 33 → 170 HU); a 13 mm zone at the
+    centre, optionally with a 7 mm nodule (+60 HU) on its surface towards the fat; air from
+    y = 62 mm; the patient table, a 4 mm slab at 120 HU on both phases, at y 64-68 mm on
+    the contrast series and 6 mm further on the unenhanced one (the phases are aligned
+    at the zone, not at the table): where the contrast series shows the table the
+    unenhanced one reads air. Blurred by the subtraction's σ 1.5 mm, the slab reads
+    below −40 HU on the contrast series (so it is not taken for fat that seems to
+    enhance) while the σ 0.8 mm image still shows it as tissue."""
+    x, y, z = _grid()
+    zone = _ball(x, y, z, _C, 13.0)
+    nod = (_ball(x, y, z, _C - np.array([13.0, 0.0, 0.0]), 7.0) if nodule
+           else np.zeros_like(zone))
+    body = y < 62.0
+    paren = (x > 46.0) & (y < 56.0) & ~zone & ~nod
+    out = []
+    for (kidney, zone_hu, nod_hu), table_y, seed in (((33.0, 30.0, 38.0), 70.0, 4),
+                                                   ((170.0, 32.0, 98.0), 64.0, 5)):
+        arr = np.where(body, -100.0, -1000.0).astype(np.float32)
+        arr[(y >= table_y) & (y < table_y + 4.0)] = 120.0
+        arr[paren], arr[zone & ~nod], arr[nod] = kidney, zone_hu, nod_hu
+        out.append(_volume(arr + _noise(seed, 10.0)))
+    return out[0], out[1], zone, nod
+
+
+@pytest.mark.parametrize("nodule", [False, True], ids=["clean", "nodule"])
+def test_segment_ablation_zone_parenchyma_level_ignores_the_table(monkeypatch,
+                                                                  nodule: bool) -> None:
+    """The crop's parenchyma level (which decides whether an enhancing component is kidney
+    or nodule) is the kidney's +137 HU: the table that the contrast series shows over the
+    unenhanced series' air reads +600-800 HU of "enhancement" and set it (seed 19 at 6
+    months: 310 HU against the kidney's 137). On the old code the level here reads 840 HU
+    and the nodule is lost (the parenchyma's post-contrast rise, read on the table, made
+    every nodule voxel "brighter than the parenchyma")."""
+    import segmentation.ablation_zone as az
+
+    levels: list[float] = []
+    real = az._parenchyma_level
+
+    def spy(*args, **kwargs):
+        levels.append(real(*args, **kwargs))
+        return levels[-1]
+
+    monkeypatch.setattr(az, "_parenchyma_level", spy)
+    pre, post, zone, nod = _table_zone_scene(nodule)
+    res = az.segment_ablation_zone(post, pre, _C, modality="CT", half_size_mm=35.0)
+    assert len(levels) == 1 and abs(levels[0] - 137.0) <= 10.0, levels
+    got = res.zone_mask.array.astype(bool)
+    assert dice(got, zone | nod) >= 0.9
+    assert len(res.nodule_volumes_ml) == (1 if nodule else 0)
+    if nodule:
+        assert dice(res.enhancing_mask.array, nod) >= 0.75
