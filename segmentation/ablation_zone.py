@@ -438,18 +438,21 @@ def _slab_mixture_bodies(
     crop: Volume,
     pre_aligned: npt.NDArray[np.float32],
 ) -> npt.NDArray[np.bool_]:
-    """The one-slice nodule bodies that read, on both phases, as the mixture of the zone on
-    the slice to one side and the tissue beyond it on the other
-    (:func:`measurements.slab_partial_volume_parts`): a thick MR slab where the zone's
-    surface runs obliquely through it, against the kidney.
+    """The nodule bodies that read, on both phases, as the mixture of the zone around them
+    and the brighter tissue beyond it (:func:`measurements.slab_partial_volume_parts`):
+    thick MR slabs where the zone's surface runs obliquely through them, against the
+    kidney.
 
     MR slices are as thick as a nodule's radius: where the kidney caps the zone, its last
     slabs mix the zone with cortex and medulla (zone 525, medulla 720 on the post image)
     into a band 3-5 voxels wide in-plane, as bright over the zone as a nodule on both the
     post image and the subtraction. The body test passes it, and joining it widened the
     zone beyond its 50 % border on the slice (seed 23 at 3 months: +3.8 mm on the 3-D
-    diameter, and a slice 7 mm off the equator taken for the long axis). The enhancement
-    classification drops these components already; the zone must not keep them either."""
+    diameter, and a slice 7 mm off the equator taken for the long axis). Such a band can
+    span two slabs (seed 29 at 3 months: two 2-slice bodies, 0.42 and 0.20 ml, joined to
+    the zone lengthened the long axis of the wrong slice, short −3.1 mm, and were called
+    enhancing at +58 %), so the test takes the tissue around each body in 3-D. The
+    enhancement classification drops these components too; the zone must not keep them."""
     from measurements.components import slab_partial_volume_parts
 
     _, slabs = slab_partial_volume_parts(

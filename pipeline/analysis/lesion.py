@@ -328,7 +328,8 @@ def measure_zone(
 def _mr_nodules(enhancing: Volume, zone: Volume, pre: Volume, post: Volume,
                 qc: list[str]) -> Volume:
     """The MR enhancing components without those that are the partial volume of the
-    tissue beyond one of the zone's thick slices (:func:`measurements.slab_partial_volume_parts`):
+    zone with the tissue beyond its surface on thick slices
+    (:func:`measurements.slab_partial_volume_parts`):
     MR slices are as thick as a nodule's radius, so the zone's outermost slab mixes
     the dead zone with the enhancing parenchyma beyond its surface and enhances like a
     nodule on the subtraction (both phases are equally thick); measured with no erosion,
@@ -338,8 +339,8 @@ def _mr_nodules(enhancing: Volume, zone: Volume, pre: Volume, post: Volume,
     parts, slabs = slab_partial_volume_parts(enhancing, zone, pre, post)
     for part in parts:
         if part.is_partial_volume:
-            qc.append(f"enhancing component of {part.volume_ml:.2f} ml on one slice at the "
-                      f"zone's edge reads as {part.post_fraction:.0%} zone mixed with the "
+            qc.append(f"enhancing component of {part.volume_ml:.2f} ml at the zone's edge "
+                      f"reads as {part.post_fraction:.0%} zone mixed with the brighter "
                       "tissue beyond it on both phases: partial volume, not a nodule")
     return enhancing.with_array(np.asarray(enhancing.array, bool)
                                 & ~np.asarray(slabs.array, bool))
