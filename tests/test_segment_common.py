@@ -61,6 +61,20 @@ def test_bbox_slices_margin_clip_and_include() -> None:
     assert fill_holes_3d_and_slices(np.zeros((3, 3, 3), bool)).sum() == 0
 
 
+
+def _partial_volume(tissue, shape, spacing, samples):
+    """Each voxel's mean of ``tissue(x, y, z)`` (mm, i/j/k = x/y/z) over a regular
+    ``samples`` (i, j, k) sub-grid of the voxel: exact partial volume up to the sampling."""
+    k, j, i = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    acc = np.zeros(shape)
+    for a in range(samples[0]):
+        for b in range(samples[1]):
+            for c in range(samples[2]):
+                acc += tissue((i + (a + 0.5) / samples[0] - 0.5) * spacing[0],
+                              (j + (b + 0.5) / samples[1] - 0.5) * spacing[1],
+                              (k + (c + 0.5) / samples[2] - 0.5) * spacing[2])
+    return acc / np.prod(samples)
+
 def _small_zone_at_a_junction() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(raw image, truth, distance from the centre in mm, spacing) of a 6 mm-radius zone
     (30 HU) on 3 mm slices, half in fat (−100 HU), half in kidney (170 HU), with the
@@ -76,15 +90,8 @@ def _small_zone_at_a_junction() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
         return np.where(r <= radius, 30.0, np.where(x < centre[0], -100.0, 170.0))
 
     k, j, i = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
-    samples = (5, 5, 9)
-    acc = np.zeros(shape)
-    for a in range(samples[0]):
-        for b in range(samples[1]):
-            for c in range(samples[2]):
-                acc += tissue((i + (a + 0.5) / samples[0] - 0.5) * spacing[0],
-                              (j + (b + 0.5) / samples[1] - 0.5) * spacing[1],
-                              (k + (c + 0.5) / samples[2] - 0.5) * spacing[2])
-    raw = acc / np.prod(samples) + np.random.default_rng(3).normal(0.0, 5.0, shape)
+    raw = (_partial_volume(tissue, shape, spacing, (5, 5, 9))
+           + np.random.default_rng(3).normal(0.0, 5.0, shape))
     r = np.sqrt((i * spacing[0] - centre[0]) ** 2 + (j * spacing[1] - centre[1]) ** 2
                 + (k * spacing[2] - centre[2]) ** 2)
     return raw, r <= radius, r - radius, spacing
@@ -166,15 +173,8 @@ def _mr_zone_capped_by_kidney(gap_mm: float, offset_mm: float
                         np.where(z > centre[2] + semi[2] + gap_mm, 950.0, 64.0))
 
     k, j, i = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
-    samples = (3, 3, 9)
-    acc = np.zeros(shape)
-    for a in range(samples[0]):
-        for b in range(samples[1]):
-            for c in range(samples[2]):
-                acc += tissue((i + (a + 0.5) / samples[0] - 0.5) * spacing[0],
-                              (j + (b + 0.5) / samples[1] - 0.5) * spacing[1],
-                              (k + (c + 0.5) / samples[2] - 0.5) * spacing[2])
-    raw = acc / np.prod(samples) + np.random.default_rng(3).normal(0.0, 10.0, shape)
+    raw = (_partial_volume(tissue, shape, spacing, (3, 3, 9))
+           + np.random.default_rng(3).normal(0.0, 10.0, shape))
     truth = tissue(i * spacing[0], j * spacing[1], k * spacing[2]) == 525.0
     return raw, truth, spacing
 
