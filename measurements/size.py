@@ -101,7 +101,6 @@ _CHORD_CHUNK = 256
 _TIE_MM = 1e-6  # lengths closer than this are ties (rounding), broken canonically
 _SDF_SMOOTH_FRACTION = 0.5  # Gaussian σ on the finely sampled axes, in voxels
 _INPLANE_SMOOTH_PX = 1.0  # Gaussian σ of the in-plane blur before the axial outline, pixels
-_BLUR_SHRINK_CORRECTION = True  # add back the blur's curvature shrink at the axis ends
 
 
 @dataclass(frozen=True)
@@ -242,7 +241,7 @@ def axial_diameters(mask: Volume, inplane_sigma_px: float | None = None) -> Axia
                 best_short, best_s, chosen = short_mm, s_mm, (p0, p1, q0, q1)
     s_mm, short_mm = best_s, best_short
     p0, p1, q0, q1 = chosen
-    if not resampled and _BLUR_SHRINK_CORRECTION and sigma_px > 0:
+    if not resampled and sigma_px > 0:
         sigma_mm = sigma_px * float(np.linalg.norm(affine[:3, :2], axis=0).min())
         grow_long, grow_short = _blur_shrink_mm(longest, short_mm, sigma_mm)
         p0, p1 = _lengthen(p0, p1, grow_long)
