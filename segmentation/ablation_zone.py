@@ -52,6 +52,14 @@ MIN_PHASE_NCC = 0.8
 #: smallest residual/recurrent nodule the zone segmentation must find on any slice
 #: thickness (radius, mm): sets how many slices a nodule body is required to span
 _REPORTED_NODULE_RADIUS_MM = 5.0
+#: CT: how far under the zone level the fat/soft-tissue midpoint lies (zone ~30, fat
+#: ~-100 HU): voxels above it are soft tissue, averaged alone when judging muscle and fluid
+_SOFT_BELOW_ZONE_HU = 65.0
+#: CT: water density (Bosniak fluid, HU) on both phases: urine, bowel fluid, cyst — not
+#: coagulation necrosis (unenhanced 20-35 HU)
+_FLUID_MAX_HU = 20.0
+#: CT: radius (mm) a fluid body must hold (2 mm also takes the zone's own fat-edge rim)
+_FLUID_BODY_RADIUS_MM = 3.0
 
 
 @dataclass(frozen=True)
@@ -644,26 +652,41 @@ def _denser_unenhancing(
     threshold: float,
     sigma_mm: float = 2.0,
 ) -> npt.NDArray[np.bool_]:
-    """Tissue denser than the zone on both phases that does not enhance: muscle (CT ~50 HU
-    unenhanced, ~60 after contrast, against the zone's ~30 on both).
+    """Non-enhancing tissue that is not zone: muscle (CT ~50 HU unenhanced, ~60 after
+    contrast, against the zone's ~30 on both) and, on CT, fluid bodies (urine in the renal
+    pelvis, bowel fluid: <= 20 HU on both phases).
 
     Judged on levels averaged over ``sigma_mm`` (the zone window's upper end, zone + 20 HU,
     is only 10 HU under muscle: at the noise of a 0.8 mm smoothing half the muscle voxels
     fall inside it): brighter than the zone by ¾ of the enhancement threshold after
     contrast, by half of it before, and enhancing by less than it. Parenchyma reads like
     the zone before contrast and a nodule enhances: neither is taken, nor their
-    partial-volume border with the zone. Empty without a ``zone`` covered by the unenhanced
-    image to compare with."""
+    partial-volume border with the zone. On CT the levels are means over soft tissue alone
+    (fat left out): a 4-10 mm abdominal wall between fat and the zone averaged with the fat
+    read under the zone and joined it (+19 mm of long axis on a 23 mm zone). Fluid must
+    hold a ball of :data:`_FLUID_BODY_RADIUS_MM`, so the zone's own partial-volume rim
+    with fat is not taken; a pelvis touching the zone otherwise joins its core (+10 mm).
+    Empty without a ``zone`` covered by the unenhanced image to compare with."""
     pre_raw = np.asarray(pre_aligned, np.float32)
     covered = np.isfinite(pre_raw)  # the unenhanced series may end inside the crop
     if not (zone & covered).any():
         return np.zeros_like(zone)
     sigma = [sigma_mm / s for s in spacing_mm[::-1]]
-    post = np.asarray(ndi.gaussian_filter(crop.array.astype(np.float32), sigma))
-    # beyond its coverage the unenhanced level is the mean of the covered voxels nearby,
-    # not an average with 0 HU
-    pre = (np.asarray(ndi.gaussian_filter(pre_raw, sigma)) if covered.all()
-           else _local_mean(covered, np.nan_to_num(pre_raw), sigma))
+    post_raw = crop.array.astype(np.float32)
+    pre_filled = np.nan_to_num(pre_raw)
+    if modality == "CT":
+        soft_floor = zone_level - _SOFT_BELOW_ZONE_HU
+        soft = post_raw > soft_floor
+        pre_soft = covered & (pre_filled > soft_floor)
+        post = _local_mean(soft, post_raw, sigma)
+        # beyond its coverage the unenhanced level is that of the covered soft tissue nearby
+        pre = _local_mean(pre_soft, pre_filled, sigma)
+    else:
+        post = np.asarray(ndi.gaussian_filter(post_raw, sigma))
+        # beyond its coverage the unenhanced level is the mean of the covered voxels
+        # nearby, not an average with 0 HU
+        pre = (np.asarray(ndi.gaussian_filter(pre_raw, sigma)) if covered.all()
+               else _local_mean(covered, pre_filled, sigma))
     enh = np.asarray(ndi.gaussian_filter(enhancement, sigma))
     zone_pre = float(np.percentile(pre[zone & covered], 75))
     if modality == "CT":
@@ -671,8 +694,18 @@ def _denser_unenhancing(
     else:
         rise = 100.0 * (post / zone_level - 1.0)
         pre_rise = 100.0 * (pre / max(zone_pre, 1e-3) - 1.0)
-    return np.asarray((rise >= 0.75 * threshold) & (pre_rise >= 0.5 * threshold)
-                      & (enh < threshold))
+    unenhancing = enh < threshold
+    denser = (rise >= 0.75 * threshold) & (pre_rise >= 0.5 * threshold) & unenhancing
+    if modality != "CT":
+        return np.asarray(denser)
+    # soft-tissue means are meaningless in fat (no soft tissue to average): fat is left to
+    # the zone window, which it is below anyway
+    denser &= soft
+    fluid = ((post <= _FLUID_MAX_HU) & (pre <= _FLUID_MAX_HU) & unenhancing
+             & soft & pre_soft)
+    fluid = ndi.binary_opening(fluid, structure=ball_structure(spacing_mm,
+                                                              _FLUID_BODY_RADIUS_MM))
+    return np.asarray(denser | fluid)
 
 
 def _without_spurs(zone: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float64],

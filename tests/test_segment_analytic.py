@@ -576,6 +576,84 @@ def test_denser_unenhancing_beyond_the_unenhanced_coverage() -> None:
     assert not got[zone].any()
 
 
+def _other_tissue(post, pre, zone_interior, zone_level=30.0, spacing_ijk=(1.0, 1.0, 1.0)):
+    """``_denser_unenhancing`` on CT phases given as arrays (k, j, i)."""
+    from segmentation.ablation_zone import _denser_unenhancing
+
+    crop = Volume.from_geometry(post.astype(np.float32), origin_lps=(0, 0, 0),
+                                spacing_mm=spacing_ijk, modality="CT")
+    enhancement = (post - pre).astype(np.float32)
+    return _denser_unenhancing(crop, pre.astype(np.float32), enhancement, zone_interior,
+                               zone_level, np.asarray(spacing_ijk, float), "CT", 20.0)
+
+
+def test_denser_unenhancing_finds_a_thin_muscle_wall_beside_fat() -> None:
+    """A 4 mm muscle band (unenhanced 50, contrast 60 HU) tangent to a 30 HU zone with fat
+    beyond: the band is muscle. Averaged with the fat (σ 2 mm) it read ~36 HU after
+    contrast, under the zone + 15 HU it must exceed, and joined the zone."""
+    shape = (20, 40, 40)
+    j = np.arange(shape[1])[None, :, None] * np.ones(shape)
+    zone, muscle = j < 20, (j >= 20) & (j < 24)
+    post = np.where(muscle, 60.0, np.where(zone, 30.0, -100.0))
+    pre = np.where(muscle, 50.0, np.where(zone, 30.0, -100.0))
+    interior = zone & (j < 16)
+    got = _other_tissue(post, pre, interior)
+    band_core = muscle & (j >= 21) & (j <= 22)
+    band_core[:4] = band_core[-4:] = False  # away from the crop's ends
+    assert got[band_core].all()
+    assert not got[zone].any()
+    assert not got[j >= 24].any()  # the fat beyond is not muscle
+
+
+def test_denser_unenhancing_excludes_a_fluid_pelvis_touching_the_zone() -> None:
+    """Urine (8 HU on both phases) in a 12 mm pelvis touching a 30 HU zone, fat around:
+    the pelvis body is fluid, not zone (nothing enhancing lies between them to stop the
+    zone's core spreading into it); the zone is left whole."""
+    shape = (30, 40, 50)
+    kk, jj, ii = np.indices(shape)
+    zone = (kk - 15) ** 2 + (jj - 20) ** 2 + (ii - 16) ** 2 <= 10 ** 2
+    pelvis = ((kk - 15) ** 2 + (jj - 20) ** 2 + (ii - 32) ** 2 <= 6 ** 2) & ~zone
+    level = np.where(zone, 30.0, np.where(pelvis, 8.0, -100.0))
+    interior = (kk - 15) ** 2 + (jj - 20) ** 2 + (ii - 16) ** 2 <= 6 ** 2
+    got = _other_tissue(level, level.copy(), interior)
+    pelvis_core = (kk - 15) ** 2 + (jj - 20) ** 2 + (ii - 32) ** 2 <= 4 ** 2
+    assert got[pelvis_core].all()
+    # of the zone, at most a voxel at the contact (its mean is half urine)
+    taken = got & zone
+    assert taken.sum() <= 0.01 * zone.sum()
+    assert (ndi.distance_transform_edt(~pelvis)[taken] <= 1.0).all()
+
+
+@pytest.mark.parametrize("zone_hu", [22.0, 25.0, 35.0])
+def test_denser_unenhancing_leaves_a_low_density_zone_whole(zone_hu: float) -> None:
+    """An unenhanced ablation zone of 20-35 HU (coagulation necrosis), noisy, with a
+    partial-volume rim against fat, on 0.8 × 0.8 × 2 mm voxels: not cut as fluid (its
+    soft-tissue mean stays above 20 HU away from the rim, and the rim is thinner than the
+    3 mm fluid body)."""
+    rng = np.random.default_rng(3)
+    spacing = (0.8, 0.8, 2.0)
+    shape = (20, 60, 60)
+    centre = np.array([10.0, 30.0, 30.0])
+    # fraction of each voxel inside a 15 mm sphere (4 × 4 × 4 subsamples)
+    sub = (np.arange(4) + 0.5) / 4 - 0.5
+    frac = np.zeros(shape)
+    kk, jj, ii = np.indices(shape).astype(float)
+    for dk in sub:
+        for dj in sub:
+            for di in sub:
+                d2 = (((kk + dk - centre[0]) * spacing[2]) ** 2
+                      + ((jj + dj - centre[1]) * spacing[1]) ** 2
+                      + ((ii + di - centre[2]) * spacing[0]) ** 2)
+                frac += (d2 <= 15.0 ** 2) / 64.0
+    level = frac * zone_hu + (1 - frac) * -100.0
+    post = level + rng.normal(0, 12, shape)
+    pre = level + rng.normal(0, 12, shape)
+    inside = frac >= 1.0
+    interior = ndi.binary_erosion(inside, iterations=3)
+    got = _other_tissue(post, pre, interior, zone_level=zone_hu, spacing_ijk=spacing)
+    assert got[inside].sum() == 0
+
+
 @pytest.mark.parametrize("fat_mm", [1.6, 2.5])
 def test_segment_ablation_zone_stops_at_its_surface_where_thin_fat_meets_air(
         fat_mm: float) -> None:
