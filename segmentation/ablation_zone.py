@@ -58,6 +58,10 @@ _SOFT_BELOW_ZONE_HU = 65.0
 #: CT: water density (Bosniak fluid, HU) on both phases: urine, bowel fluid, cyst — not
 #: coagulation necrosis (unenhanced 20-35 HU)
 _FLUID_MAX_HU = 20.0
+#: CT: fluid must also read this far under the zone's own level on each phase: a late zone
+#: that liquefies reads water density itself and must not be taken for fluid (the σ 2 mm
+#: soft-tissue means scatter by ~1 HU, the zone's level by ~2)
+_FLUID_UNDER_ZONE_HU = 10.0
 #: CT: radius (mm) a fluid body must hold (2 mm also takes the zone's own fat-edge rim)
 _FLUID_BODY_RADIUS_MM = 3.0
 
@@ -654,7 +658,8 @@ def _denser_unenhancing(
 ) -> npt.NDArray[np.bool_]:
     """Non-enhancing tissue that is not zone: muscle (CT ~50 HU unenhanced, ~60 after
     contrast, against the zone's ~30 on both) and, on CT, fluid bodies (urine in the renal
-    pelvis, bowel fluid: <= 20 HU on both phases).
+    pelvis, bowel fluid: <= 20 HU on both phases and 10 HU under the zone, which may
+    itself liquefy to water density late).
 
     Judged on levels averaged over ``sigma_mm`` (the zone window's upper end, zone + 20 HU,
     is only 10 HU under muscle: at the noise of a 0.8 mm smoothing half the muscle voxels
@@ -701,8 +706,9 @@ def _denser_unenhancing(
     # soft-tissue means are meaningless in fat (no soft tissue to average): fat is left to
     # the zone window, which it is below anyway
     denser &= soft
-    fluid = ((post <= _FLUID_MAX_HU) & (pre <= _FLUID_MAX_HU) & unenhancing
-             & soft & pre_soft)
+    fluid = ((post <= min(_FLUID_MAX_HU, zone_level - _FLUID_UNDER_ZONE_HU))
+             & (pre <= min(_FLUID_MAX_HU, zone_pre - _FLUID_UNDER_ZONE_HU))
+             & unenhancing & soft & pre_soft)
     fluid = ndi.binary_opening(fluid, structure=ball_structure(spacing_mm,
                                                               _FLUID_BODY_RADIUS_MM))
     return np.asarray(denser | fluid)

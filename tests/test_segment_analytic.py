@@ -245,6 +245,37 @@ def test_segment_ablation_zone_clean_ct_has_no_nodule() -> None:
     assert res.enhancing_mask.array.sum() == 0 and res.nodule_volumes_ml == []
 
 
+@pytest.mark.parametrize("zone_hu", [12.0, 30.0])
+def test_segment_ablation_zone_with_a_fluid_body_beside_it(zone_hu: float) -> None:
+    """A 10 mm urine body (8 HU on both phases) in the fat, touching the zone opposite the
+    parenchyma: it stays out of the zone (it joined the core, +10 mm of long axis at seed
+    29's renal pelvis). A liquefied zone (12 HU) reads within 10 HU of the urine: the two
+    cannot be told apart by density (the urine joins it), but the zone must not be taken
+    for fluid: a fixed 20 HU fluid level emptied its core, and the fallback segmented it
+    without the unenhanced phase, so enhancement went unassessed."""
+    x, y, z = _grid()
+    zone = _ball(x, y, z, _C, 13.0)
+    paren = (x > 46.0) & ~zone
+    urine = _ball(x, y, z, _C - np.array([22.0, 0.0, 0.0]), 10.0) & ~zone & ~paren
+    fat = ~paren & ~zone & ~urine
+    out = []
+    for vals, seed in (((-100.0, 33.0, zone_hu, 8.0), 4),
+                       ((-100.0, 170.0, zone_hu + 2.0, 8.0), 5)):
+        arr = np.zeros(_SHAPE, np.float32)
+        for region, v in zip((fat, paren, zone, urine), vals, strict=True):
+            arr[region] = v
+        out.append(_volume(arr + _noise(seed, 10.0)))
+    pre, post = out
+    res = segment_ablation_zone(post, pre, _C, modality="CT", half_size_mm=35.0)
+    got = res.zone_mask.array.astype(bool)
+    assert not any("post-contrast level only" in note for note in res.qc)
+    if zone_hu > 20:
+        assert dice(got, zone) >= 0.95
+        assert (got & urine).sum() <= 0.02 * urine.sum()
+    else:
+        assert dice(got, zone | urine) >= 0.95
+
+
 def test_segment_ablation_zone_finds_a_7mm_nodule_ct() -> None:
     """A 7 mm nodule centred on the zone surface: the part inside the completed zone is a
     speck (0.08 ml, below the 0.1 ml size a component needs), so growing it across the
@@ -605,17 +636,19 @@ def test_denser_unenhancing_finds_a_thin_muscle_wall_beside_fat() -> None:
     assert not got[j >= 24].any()  # the fat beyond is not muscle
 
 
-def test_denser_unenhancing_excludes_a_fluid_pelvis_touching_the_zone() -> None:
-    """Urine (8 HU on both phases) in a 12 mm pelvis touching a 30 HU zone, fat around:
-    the pelvis body is fluid, not zone (nothing enhancing lies between them to stop the
-    zone's core spreading into it); the zone is left whole."""
+@pytest.mark.parametrize("zone_hu", [30.0, 20.0])
+def test_denser_unenhancing_excludes_a_fluid_pelvis_touching_the_zone(zone_hu: float) -> None:
+    """Urine (8 HU on both phases) in a 12 mm pelvis touching a 30 HU zone, or a 20 HU
+    zone (fluid must read 10 HU under the zone: 8 still does), fat around: the pelvis body
+    is fluid, not zone (nothing enhancing lies between them to stop the zone's core
+    spreading into it); the zone is left whole."""
     shape = (30, 40, 50)
     kk, jj, ii = np.indices(shape)
     zone = (kk - 15) ** 2 + (jj - 20) ** 2 + (ii - 16) ** 2 <= 10 ** 2
     pelvis = ((kk - 15) ** 2 + (jj - 20) ** 2 + (ii - 32) ** 2 <= 6 ** 2) & ~zone
-    level = np.where(zone, 30.0, np.where(pelvis, 8.0, -100.0))
+    level = np.where(zone, zone_hu, np.where(pelvis, 8.0, -100.0))
     interior = (kk - 15) ** 2 + (jj - 20) ** 2 + (ii - 16) ** 2 <= 6 ** 2
-    got = _other_tissue(level, level.copy(), interior)
+    got = _other_tissue(level, level.copy(), interior, zone_level=zone_hu)
     pelvis_core = (kk - 15) ** 2 + (jj - 20) ** 2 + (ii - 32) ** 2 <= 4 ** 2
     assert got[pelvis_core].all()
     # of the zone, at most a voxel at the contact (its mean is half urine)
@@ -624,12 +657,13 @@ def test_denser_unenhancing_excludes_a_fluid_pelvis_touching_the_zone() -> None:
     assert (ndi.distance_transform_edt(~pelvis)[taken] <= 1.0).all()
 
 
-@pytest.mark.parametrize("zone_hu", [22.0, 25.0, 35.0])
+@pytest.mark.parametrize("zone_hu", [5.0, 12.0, 18.0, 22.0, 25.0, 35.0])
 def test_denser_unenhancing_leaves_a_low_density_zone_whole(zone_hu: float) -> None:
-    """An unenhanced ablation zone of 20-35 HU (coagulation necrosis), noisy, with a
-    partial-volume rim against fat, on 0.8 × 0.8 × 2 mm voxels: not cut as fluid (its
-    soft-tissue mean stays above 20 HU away from the rim, and the rim is thinner than the
-    3 mm fluid body)."""
+    """An unenhanced ablation zone of 20-35 HU (coagulation necrosis) or of 5-18 HU (a
+    late zone liquefying: water density, which a fixed 20 HU fluid level took whole),
+    noisy, with a partial-volume rim against fat, on 0.8 × 0.8 × 2 mm voxels: not cut as
+    fluid (fluid must read 10 HU under the zone's own level, and the rim is thinner than
+    the 3 mm fluid body)."""
     rng = np.random.default_rng(3)
     spacing = (0.8, 0.8, 2.0)
     shape = (20, 60, 60)
