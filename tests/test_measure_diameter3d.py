@@ -83,13 +83,13 @@ CASES = [(s, g, d) for s in SHAPES for g in GRIDS for d in DIRECTIONS
 def test_interpolated_diameter_is_unbiased_on_thick_slices(shape: str, grid: str,
                                                            direction: str) -> None:
     """Interpolated caliper: every offset within 1.2 mm; |mean error| ≤ 0.4 mm, spheres
-    ≤ 0.9 mm (seen +0.5 to +0.85: on a sphere every direction is a candidate maximum, so
-    the maximum picks the outermost of the ±half-voxel boundary errors, and the rounded
-    caps are flat-topped; the binary mesh reads +2.4 to +3.9 mm there)."""
+    ≤ 0.6 mm (seen +0.40 to +0.49, +0.5 to +0.85 with the distance map's flat caps: on a
+    sphere every direction is a candidate maximum, so the maximum picks the outermost of
+    the ±half-voxel boundary errors; the binary mesh reads +2.4 to +3.9 mm there)."""
     new, old = _errors(SHAPES[shape], grid, direction)
     print(f"{shape} {grid} {direction}: new mean {new.mean():+.2f} "
           f"[{new.min():+.2f}, {new.max():+.2f}]  old mean {old.mean():+.2f} max {old.max():+.2f}")
-    assert abs(new.mean()) <= (0.9 if shape.startswith("sphere") else 0.4)
+    assert abs(new.mean()) <= (0.6 if shape.startswith("sphere") else 0.4)
     assert np.abs(new).max() <= 1.2
 
 
@@ -168,3 +168,42 @@ def test_isotropic_caliper_of_ellipsoids_is_unbiased() -> None:
             errors.append(max_3d_diameter_mm(vol) - truth)
     assert abs(np.mean(errors)) <= 0.2
     assert np.abs(errors).max() <= 0.6
+
+
+def _surface_lps(vol: Volume) -> np.ndarray:
+    """The interpolated surface's vertices (LPS mm)."""
+    from measurements._common import _bbox_kji, _crop_padded, _kji_to_lps, _spacing_kji
+    from measurements.size import _interpolated_surface_kji
+
+    arr = vol.array.astype(bool)
+    lo, hi = _bbox_kji(arr)
+    (crop,), affine = _crop_padded([arr], vol, lo, hi, 4)
+    return _kji_to_lps(_interpolated_surface_kji(crop, _spacing_kji(vol)), affine)
+
+
+@pytest.mark.parametrize("slice_mm", [1.5, 3.0, 5.0])
+@pytest.mark.parametrize("radius_mm", [10.0, 15.0])
+def test_sphere_poles_are_placed_from_the_end_section_areas(slice_mm: float,
+                                                            radius_mm: float) -> None:
+    """A sphere's section area is quadratic in height, so the last three sections place
+    each pole: both poles within 0.3 mm of R at every slice offset (seen ≤ 0.13 mm). The
+    distance map's own cap is flat at half a slice beyond the last slice whatever the end
+    section's size, so its pole is off by up to half a slice (seen 0.6 / 1.4 / 2.5 mm)."""
+    centre = np.array([0.3, -0.2, 0.1])
+    for n in range(N_OFFSETS):
+        vol = _render((Ellipsoid.make(centre, [radius_mm] * 3),), (0.7, 0.7, slice_mm),
+                      np.eye(3), np.array([0.4, 0.7, n / N_OFFSETS]))
+        z = _surface_lps(vol)[:, 2] - centre[2]
+        assert z.max() == pytest.approx(radius_mm, abs=0.3)
+        assert -z.min() == pytest.approx(radius_mm, abs=0.3)
+
+
+def test_two_equal_sections_keep_the_distance_map_cap() -> None:
+    """A 14 mm sphere on 5 mm slices can show as two near-equal sections: their areas do
+    not close the solid within the gap (no root of the area model there), so the distance
+    map's cap is kept rather than a cap a whole slice high (which read +5.9 mm)."""
+    parts = (Ellipsoid.make([0, 0, 0], [7, 7, 7]),)
+    truth = _truth_mm(parts)
+    for z_offset in (0.0, 0.5):  # sections at ±2.5 mm, then at 0 and ±5 mm
+        vol = _render(parts, (0.7, 0.7, 5.0), np.eye(3), np.array([0.4, 0.7, z_offset]))
+        assert max_3d_diameter_mm(vol) == pytest.approx(truth, abs=1.2)
