@@ -173,7 +173,9 @@ def max_3d_diameter(mask: Volume) -> Caliper3D:
     (:func:`mesh_max_3d_diameter`), whose staircase reaches half a slice beyond the last
     inside slice at that slice's full radius, this surface closes the poles with a
     rounded cap, so thick slices no longer lengthen oblique calipers. Grids with
-    non-orthogonal axes (uncorrected gantry tilt) fall back to the binary mesh.
+    non-orthogonal axes (uncorrected gantry tilt) fall back to the binary mesh, and so
+    does a mask too thin to keep a surface once smoothed; the result is never less than
+    the farthest pair of inside voxel centres (points of the solid).
     """
     arr = _bool_mask(mask, "mask")
     d = mask.direction
@@ -183,8 +185,20 @@ def max_3d_diameter(mask: Volume) -> Caliper3D:
     # padded by the reach of the smoothing kernels (scipy truncates at 4σ, σ = 1 voxel), so
     # the crop's edge does not enter the field near the surface
     (crop,), affine = _crop_padded([arr], mask, lo, hi, 4)
-    pts = _kji_to_lps(_interpolated_surface_kji(crop, _spacing_kji(mask)), affine)
+    try:
+        pts = _kji_to_lps(_interpolated_surface_kji(crop, _spacing_kji(mask)), affine)
+    except ValueError:
+        # a mask one voxel thin has no zero level left once its distance map is smoothed
+        # (marching cubes finds no surface): the binary mesh still bounds it
+        return mesh_max_3d_diameter(mask)
     dist, a, b = _farthest_pair(pts)
+    # the solid holds every inside voxel centre, so their farthest pair is a lower bound;
+    # smoothing (σ one voxel) shrinks structures only a voxel or two thin below it (a
+    # 5-voxel cross of 0.7 mm voxels read 0.74 mm): then that bound is the measurement
+    centres = _kji_to_lps(np.argwhere(crop).astype(np.float64), affine)
+    bound, ca, cb = _farthest_pair(centres)
+    if bound > dist:
+        return Caliper3D(diameter_mm=bound, endpoints_lps=np.stack([centres[ca], centres[cb]]))
     return Caliper3D(diameter_mm=dist, endpoints_lps=np.stack([pts[a], pts[b]]))
 
 
@@ -559,10 +573,15 @@ def _place_caps(crop: npt.NDArray[np.bool_], field: FloatArray, inplane_rel: Flo
             if not np.isfinite(pole) or pole > 1.0:
                 continue  # the areas do not close the solid within the gap: no information
             dn = np.clip(depth[cols] / rho0, 0.0, 1.0)
-            t = _smallest_positive_root(c, b, a0 * (1 - (1 - dn) ** 2))
-            t = np.clip(np.nan_to_num(t, nan=1.0), 1e-6, 1.0)
-            inside = -field[k][cols]
-            field[k + 1][cols] = np.maximum(inside * (1 - t) / t, 1e-6)
+            g = a0 * (1 - (1 - dn) ** 2)
+            # a column on the section's rim (no depth) closes at the slice itself; a column
+            # whose height the model cannot give (no positive root) keeps the distance
+            # map's cap rather than a whole slice
+            t = np.where(g > 0, _smallest_positive_root(c, b, g), 0.0)
+            known = np.isfinite(t)
+            t = np.clip(t[known], 1e-6, 1.0)
+            idx = tuple(axis[known] for axis in np.nonzero(cols))
+            field[k + 1][idx] = np.maximum(-field[k][idx] * (1 - t) / t, 1e-6)
 
 
 def _smallest_positive_root(c: float, b: float, g: FloatArray) -> FloatArray:
