@@ -250,6 +250,10 @@ def axial_diameters(mask: Volume, inplane_sigma_px: float | None = None) -> Axia
         if contours:
             long_mm, pairs = _long_axis_pairs(np.concatenate([c[:, :2] for c in contours]))
             per_slice.append((long_mm, float(contours[0][0, 2]), contours, pairs))
+    if not per_slice and not resampled and sigma_px > 0:
+        # a mask a voxel or two thin fades under 0.5 in the blur (a single voxel, a line):
+        # its binary outline is all there is to measure
+        return axial_diameters(mask, inplane_sigma_px=0.0)
     if not per_slice:  # a mask thinner than the interpolation could resolve
         raise ValueError("mask has no axial cross-section at the 0.5 level after resampling")
     longest = max(item[0] for item in per_slice)

@@ -287,3 +287,21 @@ def test_blur_shrink_of_an_ellipse() -> None:
     assert grow_short == pytest.approx(1.0 * 10 / 15**2)
     assert size._blur_shrink_mm(20.0, 20.0, 0.7) == pytest.approx((0.49 / 10, 0.49 / 10))
     assert size._blur_shrink_mm(30.0, 1.0, 0.7) == pytest.approx((0.7, 2 * 0.49 * 1 / 900))
+
+
+@pytest.mark.parametrize("spacing", [(0.7, 0.7, 3.0), (1.5, 1.5, 5.0)])
+def test_axial_axes_of_masks_the_blur_erases(spacing: tuple[float, float, float]) -> None:
+    """A single voxel and a one-voxel diagonal line fade under 0.5 in the in-plane blur
+    (σ = 1 pixel) that RECIST is read on: that raised "no axial cross-section" and lost the
+    lesion's measurement. Their binary outline is measured instead: a voxel reads its
+    pixel, the line its length along the diagonal plus the half-pixel corners."""
+    px = spacing[0]
+    single = Volume.from_geometry(np.ones((1, 1, 1), dtype=bool), origin_lps=(0, 0, 0),
+                                  spacing_mm=spacing, modality="")
+    d = axial_diameters(single)
+    assert d.long_axis_mm == pytest.approx(px, abs=1e-6)
+    line = Volume.from_geometry(np.eye(6, dtype=bool)[None], origin_lps=(0, 0, 0),
+                                spacing_mm=spacing, modality="")
+    d = axial_diameters(line)
+    assert d.long_axis_mm == pytest.approx(axial_diameters(line, inplane_sigma_px=0).long_axis_mm)
+    assert 5 * np.sqrt(2) * px < d.long_axis_mm <= 6 * np.sqrt(2) * px
