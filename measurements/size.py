@@ -185,17 +185,21 @@ def max_3d_diameter(mask: Volume) -> Caliper3D:
     # padded by the reach of the smoothing kernels (scipy truncates at 4σ, σ = 1 voxel), so
     # the crop's edge does not enter the field near the surface
     (crop,), affine = _crop_padded([arr], mask, lo, hi, 4)
-    try:
-        pts = _kji_to_lps(_interpolated_surface_kji(crop, _spacing_kji(mask)), affine)
-    except ValueError:
-        # a mask one voxel thin has no zero level left once its distance map is smoothed
-        # (marching cubes finds no surface): the binary mesh still bounds it
+    pts = _kji_to_lps(_interpolated_surface_kji(crop, _spacing_kji(mask)), affine)
+    if len(pts) == 0:
+        # a mask one voxel thin has no zero level left once its distance map is smoothed:
+        # the binary mesh still bounds it
         return mesh_max_3d_diameter(mask)
     dist, a, b = _farthest_pair(pts)
     # the solid holds every inside voxel centre, so their farthest pair is a lower bound;
     # smoothing (σ one voxel) shrinks structures only a voxel or two thin below it (a
-    # 5-voxel cross of 0.7 mm voxels read 0.74 mm): then that bound is the measurement
-    centres = _kji_to_lps(np.argwhere(crop).astype(np.float64), affine)
+    # 5-voxel cross of 0.7 mm voxels read 0.74 mm): then that bound is the measurement.
+    # Only border voxels can be the pair (an interior voxel is the midpoint of two of its
+    # neighbours), so only they are passed
+    from scipy.ndimage import binary_erosion
+
+    border = crop & ~binary_erosion(crop)
+    centres = _kji_to_lps(np.argwhere(border).astype(np.float64), affine)
     bound, ca, cb = _farthest_pair(centres)
     if bound > dist:
         return Caliper3D(diameter_mm=bound, endpoints_lps=np.stack([centres[ca], centres[cb]]))
@@ -510,6 +514,9 @@ def _interpolated_surface_kji(crop: npt.NDArray[np.bool_], spacing_kji: FloatArr
             _place_caps(c, f, np.delete(rel, axis))
     for axis, n in enumerate(factors):
         smooth = _subdivide_linear(smooth, axis, int(n))
+    if not (smooth.min() < 0.0 < smooth.max()):
+        # a mask a voxel thin has no zero level left once smoothed: no surface
+        return np.empty((0, 3), dtype=np.float64)
     verts, _faces, _normals, _values = marching_cubes(
         smooth, level=0.0, spacing=tuple(float(1.0 / n) for n in factors), allow_degenerate=False
     )

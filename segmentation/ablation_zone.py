@@ -676,23 +676,23 @@ def _denser_unenhancing(
     covered = np.isfinite(pre_raw)  # the unenhanced series may end inside the crop
     if not (zone & covered).any():
         return np.zeros_like(zone)
-    sigma = [sigma_mm / s for s in spacing_mm[::-1]]
+    sigma_vox = [sigma_mm / s for s in spacing_mm[::-1]]
     post_raw = crop.array.astype(np.float32)
     pre_filled = np.nan_to_num(pre_raw)
     if modality == "CT":
         soft_floor = zone_level - _SOFT_BELOW_ZONE_HU
         soft = post_raw > soft_floor
         pre_soft = covered & (pre_filled > soft_floor)
-        post = _local_mean(soft, post_raw, sigma)
+        post = _local_mean(soft, post_raw, sigma_vox)
         # beyond its coverage the unenhanced level is that of the covered soft tissue nearby
-        pre = _local_mean(pre_soft, pre_filled, sigma)
+        pre = _local_mean(pre_soft, pre_filled, sigma_vox)
     else:
-        post = np.asarray(ndi.gaussian_filter(post_raw, sigma))
+        post = np.asarray(ndi.gaussian_filter(post_raw, sigma_vox))
         # beyond its coverage the unenhanced level is the mean of the covered voxels
         # nearby, not an average with 0 HU
-        pre = (np.asarray(ndi.gaussian_filter(pre_raw, sigma)) if covered.all()
-               else _local_mean(covered, pre_filled, sigma))
-    enh = np.asarray(ndi.gaussian_filter(enhancement, sigma))
+        pre = (np.asarray(ndi.gaussian_filter(pre_raw, sigma_vox)) if covered.all()
+               else _local_mean(covered, pre_filled, sigma_vox))
+    enh = np.asarray(ndi.gaussian_filter(enhancement, sigma_vox))
     zone_pre = float(np.percentile(pre[zone & covered], 75))
     if modality == "CT":
         rise, pre_rise = post - zone_level, pre - zone_pre

@@ -240,7 +240,8 @@ def test_scattered_masks_always_measure() -> None:
     """Irregular masks of scattered voxels (the worst a segmentation could hand over) on
     anisotropic grids: every one gets a finite diameter (35 of these 300 raised with the
     smoothed distance map before its fallback), never longer than the binary staircase
-    by more than one slice at each end."""
+    by more than one slice (a cap reaches at most one slice past the last inside slice,
+    the staircase half a slice: half a slice more at each end)."""
     rng = np.random.default_rng(0)
     for _ in range(300):
         shape = tuple(int(x) for x in rng.integers(1, 12, 3))
