@@ -212,6 +212,9 @@ def _summary(
     )
 
 
+#: contrast HU by which a slab's sub-samples on the mask's edge must exceed the mask
+#: interior's median for the slab to be read on its interior sub-samples only
+_EDGE_BRIGHTER_HU = 10.0
 #: step (mm) of the sub-samples that average the contrast image over an unenhanced slab
 _SLAB_STEP_MM = 0.4
 #: mutual-information search of the phase offset: coarse grid half-widths (mm; x, y, z)
@@ -262,13 +265,17 @@ def ct_enhancement_at_pre_slabs(
     every 0.4 mm, contrast voxels looked up by nearest neighbour so each is weighted by
     its overlap with the slab) lies entirely inside the in-plane-eroded mask is compared
     with the mean contrast HU over that slab: the slab's thickness then adds no tissue
-    from beyond the mask. That mean is taken over the slab's sub-samples on the mask's
-    interior (:func:`_interior`: not its first or last slice along the slices, not its
-    outer pixel ring) where the slab has any: a segmented mask's outermost voxels are
-    partial volume with the tissue beyond, and where that is enhancing parenchyma (a
-    small endophytic zone) its enhancement shows on the subtraction (a fifth of a voxel
-    of it, +28 HU) while unenhanced it reads close to the zone; analytic 3-slice zones
-    of 3 mm slices read +9 to +30 HU for a true +2 on the whole slab. ΔHU = median over
+    from beyond the mask. A segmented mask's outermost voxels are themselves partial
+    volume with the tissue beyond: fat there reads alike in both phases and cancels, but
+    enhancing parenchyma (around a small endophytic zone) shows its enhancement on the
+    subtraction (a fifth of a voxel of it, +28 HU) while unenhanced it reads close to the
+    zone; analytic 3-slice zones of 3 mm slices read +9 to +30 HU for a true +2. So where
+    a slab's sub-samples on the mask's edge (not :func:`_interior`: the first or last
+    slice along the slices, the outer pixel ring) average over ``_EDGE_BRIGHTER_HU``
+    above the median of the mask's interior on the contrast image, the slab's contrast
+    mean is taken over its interior sub-samples only (reading every slab that way lifted
+    other dead zones of the synthetic archives by up to 5 HU, one to "equivocal"; the
+    slabs are then read as before wherever nothing brighter borders them). ΔHU = median over
     those voxels; calcification/metal excluded as in :func:`ct_enhancement`. Not
     assessable when fewer than ``min_voxels`` remain (a zone thinner than one unenhanced
     slab).
@@ -314,9 +321,15 @@ def ct_enhancement_at_pre_slabs(
         n_interior += hit
         post_max = np.maximum(post_max, values)
         n_sub += 1
-    # the contrast value from the slab's interior sub-samples where it has any
-    post_box = np.where(n_interior > 0, interior_sum / np.maximum(n_interior, 1),
-                        post_sum / n_sub)
+    post_box = post_sum / n_sub
+    if interior.any():
+        # a slab whose sub-samples on the mask's edge read brighter than the zone's
+        # interior mixes in enhancing tissue: its contrast value from the interior ones
+        n_edge = n_sub - n_interior
+        edge_mean = (post_sum - interior_sum) / np.maximum(n_edge, 1)
+        brighter = ((n_interior > 0) & (n_edge > 0)
+                    & (edge_mean > float(np.median(post[interior])) + _EDGE_BRIGHTER_HU))
+        post_box = np.where(brighter, interior_sum / np.maximum(n_interior, 1), post_box)
     pre_limit = min(exclude_unenhanced_above_hu, exclude_above_hu)
     keep = all_in & (pre_vals <= pre_limit) & (post_max <= exclude_above_hu)
     return _summary(pre_vals, post_box, keep, int(np.count_nonzero(all_in & ~keep)),
