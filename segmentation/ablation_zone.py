@@ -786,11 +786,14 @@ def _levels(
     ball = dist <= 8.0
     if enhancement is not None:
         calm = enhancement < threshold
+        near_fat = ndi.binary_dilation(~soft, structure=ball_structure(spacing_mm, 1.5))
         least = ball & (enhancement <= np.percentile(enhancement[ball], 10))
         if (ball & calm).sum() > 50:
             ball &= calm  # the usual case
-        elif ((dist <= 15.0) & calm & clearly_soft).sum() > 50:
-            ball = (dist <= 15.0) & calm  # a nodule on the centre, the zone around it
+        elif ((dist <= 15.0) & calm & clearly_soft & ~near_fat).sum() > 50:
+            # a nodule on the centre, the zone around it (not the partial-volume edge of
+            # fat, which does not enhance either)
+            ball = (dist <= 15.0) & calm & clearly_soft & ~near_fat
         elif (float(np.median(enhancement[ball])) - float(np.median(enhancement[least]))
               >= threshold):
             ball = least

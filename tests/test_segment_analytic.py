@@ -379,6 +379,31 @@ def test_segment_ablation_zone_small_zone_in_parenchyma_thick_pre(
     assert res.nodule_volumes_ml == []
 
 
+def test_segment_ablation_zone_small_zone_near_the_kidney_surface() -> None:
+    """A late 4 mm-radius zone in a kidney pole 13 mm in radius (fat all around), with
+    4 mm pre-contrast slices: blurred at the pre's resolution the zone has no calm voxel,
+    and within 15 mm the only non-enhancing soft tissue is the partial-volume edge of the
+    kidney against fat. Its level (a few HU) was taken for the zone's, the zone window
+    then held no tissue and the follow-up was lost ("no non-enhancing tissue near"; seed
+    37, a 0.26 ml zone at 9 months); that edge is now left out and the zone is found on
+    the post-contrast level."""
+    x, y, z = _grid()
+    kidney = _ball(x, y, z, _C, 13.0)
+    centre = np.asarray(_C, float) + np.array([5.0, 0.0, 0.0])
+    zone = _ball(x, y, z, centre, 4.0)
+    pre_fine = (np.where(kidney, np.where(zone, 28.0, 30.0), -100.0).astype(np.float32)
+                + _noise(4, 10.0))
+    post = np.where(kidney, np.where(zone, 30.0, 170.0), -100.0).astype(np.float32)
+    pre_thick = pre_fine.reshape(_SHAPE[0] // 2, 2, *_SHAPE[1:]).mean(axis=1)
+    pre = Volume.from_geometry(pre_thick, origin_lps=(0.0, 0.0, 1.0),
+                               spacing_mm=(_SPACING[0], _SPACING[1], 2 * _SPACING[2]),
+                               modality="CT")
+    res = segment_ablation_zone(_volume(post + _noise(5, 10.0)), pre,
+                                centre + np.array([0.0, 1.5, 0.0]), modality="CT",
+                                half_size_mm=35.0)
+    assert dice(res.zone_mask.array, zone) >= 0.9
+
+
 def test_zone_recentring_finds_the_zone_not_muscle_or_a_fat_edge() -> None:
     """The fallback centre: soft tissue darker than its surroundings — the small zone in
     parenchyma, not a muscle against fat (darker in absolute HU) nor a fat edge."""
