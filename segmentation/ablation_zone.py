@@ -62,6 +62,9 @@ _FLUID_MAX_HU = 20.0
 #: that liquefies reads water density itself and must not be taken for fluid (the σ 2 mm
 #: soft-tissue means scatter by ~1 HU, the zone's level by ~2)
 _FLUID_UNDER_ZONE_HU = 10.0
+#: CT: HU above the fat level from which tissue is clearly soft, not a partial-volume
+#: edge of fat (nor a zone's level)
+_CLEARLY_SOFT_ABOVE_FAT_HU = 100.0
 #: CT: radius (mm) a fluid body must hold (2 mm also takes the zone's own fat-edge rim)
 _FLUID_BODY_RADIUS_MM = 3.0
 
@@ -779,24 +782,35 @@ def _levels(
         fat_vals = smooth[(smooth > -200) & (smooth < -40)]
         fat = float(np.median(fat_vals)) if fat_vals.size > 200 else -100.0
         soft = smooth > fat + 60.0
-        clearly_soft = smooth > fat + 100.0  # not a partial-volume fat edge
+        clearly_soft = smooth > fat + _CLEARLY_SOFT_ABOVE_FAT_HU  # not a partial-volume fat edge
     else:
         fat = float(np.percentile(smooth, 5))
         soft = clearly_soft = smooth > fat
     ball = dist <= 8.0
     if enhancement is not None:
         calm = enhancement < threshold
-        near_fat = ndi.binary_dilation(~soft, structure=ball_structure(spacing_mm, 1.5))
         least = ball & (enhancement <= np.percentile(enhancement[ball], 10))
+        around = (dist <= 15.0) & calm
         if (ball & calm).sum() > 50:
             ball &= calm  # the usual case
-        elif ((dist <= 15.0) & calm & clearly_soft & ~near_fat).sum() > 50:
-            # a nodule on the centre, the zone around it (not the partial-volume edge of
-            # fat, which does not enhance either)
-            ball = (dist <= 15.0) & calm & clearly_soft & ~near_fat
+        elif (around & clearly_soft).sum() > 50 and not (
+                modality == "CT"
+                and _mode_level(smooth, around, dist, soft) < fat + _CLEARLY_SOFT_ABOVE_FAT_HU):
+            # a nodule on the centre, the zone around it; unless that calm tissue reads
+            # at the level of a fat edge (under clearly soft tissue): the kidney's
+            # partial-volume edge against fat, which does not enhance either (a small
+            # zone near the kidney surface, not calm itself on the blurred subtraction)
+            ball = around
         elif (float(np.median(enhancement[ball])) - float(np.median(enhancement[least]))
               >= threshold):
             ball = least
+    return _mode_level(smooth, ball, dist, soft), fat
+
+
+def _mode_level(smooth: npt.NDArray[np.float32], ball: npt.NDArray[np.bool_],
+                dist: npt.NDArray[np.float64], soft: npt.NDArray[np.bool_]) -> float:
+    """The peak of the histogram of the soft voxels of ``ball`` weighted by a Gaussian of
+    their distance from the centre (σ 5 mm)."""
     values = smooth[ball]
     weights = np.exp(-0.5 * (dist[ball] / 5.0) ** 2)
     keep = soft[ball]
@@ -806,7 +820,7 @@ def _levels(
     hist, edges = np.histogram(values[keep], bins=edges, weights=weights[keep])
     hist = ndi.gaussian_filter1d(hist.astype(float), 1.0)
     peak = int(np.argmax(hist))
-    return float(0.5 * (edges[peak] + edges[peak + 1])), fat
+    return float(0.5 * (edges[peak] + edges[peak + 1]))
 
 
 def _zone_core(
