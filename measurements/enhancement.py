@@ -266,10 +266,12 @@ def ct_enhancement_at_pre_slabs(
     its overlap with the slab) lies entirely inside the in-plane-eroded mask is compared
     with the mean contrast HU over that slab: the slab's thickness then adds no tissue
     from beyond the mask. A segmented mask's outermost voxels are themselves partial
-    volume with the tissue beyond: fat there reads alike in both phases and cancels, but
-    enhancing parenchyma (around a small endophytic zone) shows its enhancement on the
-    subtraction (a fifth of a voxel of it, +28 HU) while unenhanced it reads close to the
-    zone; analytic 3-slice zones of 3 mm slices read +9 to +30 HU for a true +2. So where
+    volume with the tissue beyond (and each contrast voxel reaches past the slab): fat
+    there enhances no more than the zone (analytic zones in fat read up to 10 HU low,
+    never high), but enhancing parenchyma (around a small endophytic zone) shows its
+    enhancement on the subtraction (a fifth of a voxel of it, +28 HU) while unenhanced it
+    reads close to the zone; analytic 3-slice zones of 3 mm slices read +9 to +30 HU for a
+    true +2. So where
     a slab's sub-samples on the mask's edge (not :func:`_interior`: the first or last
     slice along the slices, the outer pixel ring) average over ``_EDGE_BRIGHTER_HU``
     above the median of the mask's interior on the contrast image, the slab's contrast
