@@ -288,7 +288,8 @@ def ct_enhancement_at_pre_slabs(
     if not equivocal_hu <= enhancing_hu:
         raise ValueError(f"equivocal_hu {equivocal_hu} must be <= enhancing_hu {enhancing_hu}")
     offset = np.asarray(offset_mm, dtype=np.float64).reshape(3)
-    inside = _eroded_in_plane(_bool_mask(mask, "mask"), _spacing_kji(mask), erode_mm)
+    raw, spacing_kji = _bool_mask(mask, "mask"), _spacing_kji(mask)
+    inside = _eroded_in_plane(raw, spacing_kji, erode_mm)
     na = EnhancementClass.NOT_ASSESSABLE
     if not inside.any():
         return Enhancement(None, None, na, 0, 0, None, None, offset)
@@ -307,7 +308,7 @@ def ct_enhancement_at_pre_slabs(
     ok[ok] = inside[tuple(centre_kji[ok].T)]
     grid, points = grid[ok], points[ok]
     pre_vals = np.asarray(pre_hu.array)[grid[:, 2], grid[:, 1], grid[:, 0]].astype(np.float64)
-    interior = _interior(_bool_mask(mask, "mask"), _spacing_kji(mask))
+    interior = _interior(raw, spacing_kji)
     all_in = np.ones(len(grid), dtype=bool)
     post_sum = np.zeros(len(grid), dtype=np.float64)
     interior_sum = np.zeros(len(grid), dtype=np.float64)
@@ -402,10 +403,7 @@ def ct_enhancement_partial_slabs(
     dims = i1 - i0
     # the contrast value of the zone from its voxels not at its slice-axis edge: those
     # are partial volume with the tissue beyond, as thin as the contrast slices are
-    core = inside.copy()
-    core[1:] &= inside[:-1]
-    core[:-1] &= inside[1:]
-    core[0] = core[-1] = False
+    core = _between_slices(inside)
     n_in = np.zeros(len(grid))
     n_core = np.zeros(len(grid))
     out_up = np.zeros(len(grid))
@@ -598,15 +596,21 @@ def _noise(image: Volume, kji: Any) -> tuple[float, float]:
     return sd, max(float(area), 1.0)
 
 
-def _interior(mask: npt.NDArray[np.bool_], spacing_kji: Any) -> npt.NDArray[np.bool_]:
-    """The mask's voxels off its edge: with mask neighbours on both sides along the slices
-    and more than one pixel from its outside in-plane (the outermost voxels of a
-    segmented mask are partial volume with the tissue beyond it)."""
+def _between_slices(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """The mask's voxels (k, j, i) with mask neighbours on both sides along the slices."""
     along = mask.copy()
     along[1:] &= mask[:-1]
     along[:-1] &= mask[1:]
     along[0] = along[-1] = False
-    return along & _eroded_in_plane(mask, spacing_kji, float(max(spacing_kji[1:])))
+    return along
+
+
+def _interior(mask: npt.NDArray[np.bool_], spacing_kji: Any) -> npt.NDArray[np.bool_]:
+    """The mask's voxels off its edge: :func:`_between_slices` and more than one pixel
+    (the coarser in-plane spacing, mm) from its outside in their slice (the outermost
+    voxels of a segmented mask are partial volume with the tissue beyond it)."""
+    pixel_mm = float(max(spacing_kji[1:]))
+    return _between_slices(mask) & _eroded_in_plane(mask, spacing_kji, pixel_mm)
 
 
 def _eroded_in_plane(mask: npt.NDArray[np.bool_], spacing_kji: Any, erode_mm: float

@@ -110,6 +110,9 @@ _MAX_INPLANE_MM = 1.0
 _CHORD_CHUNK = 256
 _TIE_MM = 1e-6  # lengths closer than this are ties (rounding), broken canonically
 _SDF_SMOOTH_FRACTION = 1.0  # Gaussian σ on the finely sampled axes, in voxels
+#: zero padding (voxels) of the 3-D caliper's crop: the reach of the σ = 1 voxel kernels
+#: (scipy truncates at 4σ), so the crop's edge does not enter the field near the surface
+_SDF_PAD_VOXELS = 4
 _INPLANE_SMOOTH_PX = 1.0  # Gaussian σ of the in-plane blur before the axial outline, pixels
 
 
@@ -182,9 +185,7 @@ def max_3d_diameter(mask: Volume) -> Caliper3D:
     if not np.allclose(d.T @ d, np.eye(3), atol=1e-4):
         return mesh_max_3d_diameter(mask)
     lo, hi = _bbox_kji(arr)
-    # padded by the reach of the smoothing kernels (scipy truncates at 4σ, σ = 1 voxel), so
-    # the crop's edge does not enter the field near the surface
-    (crop,), affine = _crop_padded([arr], mask, lo, hi, 4)
+    (crop,), affine = _crop_padded([arr], mask, lo, hi, _SDF_PAD_VOXELS)
     pts = _kji_to_lps(_interpolated_surface_kji(crop, _spacing_kji(mask)), affine)
     if len(pts) == 0:
         # a mask one voxel thin has no zero level left once its distance map is smoothed:
@@ -472,10 +473,11 @@ def _longest_perpendicular_chord(
 def _interpolated_surface_kji(crop: npt.NDArray[np.bool_], spacing_kji: FloatArray) -> FloatArray:
     """Vertices (k, j, i index units) of the zero level of the mask's interpolated SDF.
 
-    ``crop`` is zero-padded (4 voxels). The signed distance (to the nearest voxel centre
-    of the other class, so the zero level between two neighbours of opposite class lies
-    half-way) is smoothed along the axes that will not be subdivided (the finely sampled
-    ones) with a Gaussian of σ = one voxel, then subdivided ``round(spacing / finest
+    ``crop`` is zero-padded (:data:`_SDF_PAD_VOXELS`). The signed distance (to the
+    nearest voxel centre of the other class, so the zero level between two neighbours of
+    opposite class lies half-way; in units of the finest spacing) is smoothed along the
+    axes that will not be subdivided (the finely sampled ones) with a Gaussian of σ = one
+    voxel, then subdivided ``round(spacing / finest
     spacing)`` times along each axis by linear interpolation. Why smooth: the digitised
     surface lies within ±half a voxel of the solid's and is unbiased on average (mean
     radius of a 10 mm sphere's surface −0.01 mm), but the farthest pair is a maximum over

@@ -790,27 +790,30 @@ def _levels(
     if enhancement is not None:
         calm = enhancement < threshold
         least = ball & (enhancement <= np.percentile(enhancement[ball], 10))
-        around = (dist <= 15.0) & calm
         if (ball & calm).sum() > 50:
             ball &= calm  # the usual case
-        elif (around & clearly_soft).sum() > 50 and not (
-                modality == "CT"
-                and _mode_level(smooth, around, dist, soft) < fat + _CLEARLY_SOFT_ABOVE_FAT_HU):
-            # a nodule on the centre, the zone around it; unless that calm tissue reads
-            # at the level of a fat edge (under clearly soft tissue): the kidney's
-            # partial-volume edge against fat, which does not enhance either (a small
-            # zone near the kidney surface, not calm itself on the blurred subtraction)
-            ball = around
-        elif (float(np.median(enhancement[ball])) - float(np.median(enhancement[least]))
-              >= threshold):
-            ball = least
+        else:
+            around = (dist <= 15.0) & calm
+            around_level = (_mode_level(smooth, around, dist, soft)
+                            if (around & clearly_soft).sum() > 50 else None)
+            if around_level is not None and not (
+                    modality == "CT" and around_level < fat + _CLEARLY_SOFT_ABOVE_FAT_HU):
+                # a nodule on the centre, the zone around it; unless that calm tissue
+                # reads at the level of a fat edge (under clearly soft tissue): the
+                # kidney's partial-volume edge against fat, which does not enhance either
+                # (a small zone near the kidney surface, not calm itself on the blurred
+                # subtraction)
+                return around_level, fat
+            if (float(np.median(enhancement[ball])) - float(np.median(enhancement[least]))
+                    >= threshold):
+                ball = least
     return _mode_level(smooth, ball, dist, soft), fat
 
 
 def _mode_level(smooth: npt.NDArray[np.float32], ball: npt.NDArray[np.bool_],
                 dist: npt.NDArray[np.float64], soft: npt.NDArray[np.bool_]) -> float:
-    """The peak of the histogram of the soft voxels of ``ball`` weighted by a Gaussian of
-    their distance from the centre (σ 5 mm)."""
+    """The peak of the histogram of the soft voxels of ``ball`` (HU, or MR units) weighted
+    by a Gaussian of their distance ``dist`` (mm) from the centre (σ 5 mm)."""
     values = smooth[ball]
     weights = np.exp(-0.5 * (dist[ball] / 5.0) ** 2)
     keep = soft[ball]

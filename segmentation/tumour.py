@@ -49,6 +49,9 @@ __all__ = ["segment_tumour", "tissue_levels_hu", "transfer_mask"]
 _FAT_DEFAULT_HU = -100.0
 #: the tumour's enhancement (HU) below which the enhancement filter is not used
 _MIN_TUMOUR_ENHANCEMENT_HU = 25.0
+#: radius (mm) around the seed over which the tumour's own level is read (its wall when
+#: the seed lies in a necrotic core)
+_TUMOUR_LEVEL_RADIUS_MM = 12.0
 #: fat-facing surface voxels needed to fit the tumour envelope
 _MIN_FAT_FACING_VOXELS = 60
 #: opening radius that separates the tumour body from thin partial-volume bands
@@ -288,7 +291,7 @@ def tissue_levels_hu(
         pool = smooth[near & (smooth > 90.0) & (smooth < 250.0)]
     paren_hu = _brightest_mode(pool) if pool.size * voxel_ml > 2.0 else None
 
-    ball = dist <= 12.0
+    ball = dist <= _TUMOUR_LEVEL_RADIUS_MM
     values = smooth[ball]
     weights = np.exp(-0.5 * (dist[ball] / 6.0) ** 2)
     ceiling = paren_hu - 15.0 if paren_hu is not None else np.inf
@@ -556,7 +559,7 @@ def _enhances_like_seed(
     dist = _distance_from_mm(crop.array.shape, seed_kji, crop.spacing_mm)
     tumour_enh = None
     for sample in (enh[candidate & (dist <= 8.0)],
-                   enh[candidate & at_tumour_level & (dist <= 12.0)]):
+                   enh[candidate & at_tumour_level & (dist <= _TUMOUR_LEVEL_RADIUS_MM)]):
         if sample.size >= 10 and float(np.median(sample)) >= _MIN_TUMOUR_ENHANCEMENT_HU:
             tumour_enh = float(np.median(sample))
             break

@@ -124,15 +124,8 @@ def test_isotropic_grid_is_close_to_the_binary_mesh() -> None:
 
 
 def _surface_radii_mm(vol: Volume, centre: np.ndarray) -> np.ndarray:
-    """Distances from ``centre`` of the interpolated surface's vertices (LPS mm)."""
-    from measurements._common import _bbox_kji, _crop_padded, _kji_to_lps, _spacing_kji
-    from measurements.size import _interpolated_surface_kji
-
-    arr = vol.array.astype(bool)
-    lo, hi = _bbox_kji(arr)
-    (crop,), affine = _crop_padded([arr], vol, lo, hi, 4)
-    pts = _kji_to_lps(_interpolated_surface_kji(crop, _spacing_kji(vol)), affine)
-    return np.linalg.norm(pts - centre, axis=1)
+    """Distances (mm) from ``centre`` (LPS mm) of the interpolated surface's vertices."""
+    return np.linalg.norm(_surface_lps(vol) - centre, axis=1)
 
 
 @pytest.mark.parametrize("radius_mm", [5.0, 8.0])
@@ -173,11 +166,11 @@ def test_isotropic_caliper_of_ellipsoids_is_unbiased() -> None:
 def _surface_lps(vol: Volume) -> np.ndarray:
     """The interpolated surface's vertices (LPS mm)."""
     from measurements._common import _bbox_kji, _crop_padded, _kji_to_lps, _spacing_kji
-    from measurements.size import _interpolated_surface_kji
+    from measurements.size import _SDF_PAD_VOXELS, _interpolated_surface_kji
 
     arr = vol.array.astype(bool)
     lo, hi = _bbox_kji(arr)
-    (crop,), affine = _crop_padded([arr], vol, lo, hi, 4)
+    (crop,), affine = _crop_padded([arr], vol, lo, hi, _SDF_PAD_VOXELS)
     return _kji_to_lps(_interpolated_surface_kji(crop, _spacing_kji(vol)), affine)
 
 
