@@ -457,6 +457,49 @@ def test_segment_ablation_zone_does_not_grow_into_touching_muscle() -> None:
     assert res.nodule_volumes_ml == []
 
 
+def _band_zone_scene(band_hu: tuple[float, float], thick_mm: float, tilt_deg: float,
+                     seed: int):
+    """A 13 mm zone (30 HU unenhanced, 32 after contrast) in fat, touched by a flat band
+    ``thick_mm`` thick (a thin muscle sheet: ``band_hu`` unenhanced, after contrast)
+    running past it, tilted ``tilt_deg`` from the slice plane; the band's edges blur with
+    the fat (partial volume), noise as in :func:`_muscle_zone_scene`."""
+    x, y, z = _grid()
+    zone = _ball(x, y, z, _C, 13.0)
+    tilt = np.deg2rad(tilt_deg)
+    across = (y - _C[1]) * np.cos(tilt) + (z - _C[2]) * np.sin(tilt)
+    band = (np.abs(across - 13.0 - thick_mm / 2.0) <= thick_mm / 2.0) & ~zone
+    fat = ~zone & ~band
+    out = []
+    for vals, noise_seed in (((-100.0, band_hu[0], 30.0), 4 + seed),
+                             ((-100.0, band_hu[1], 32.0), 5 + seed)):
+        arr = np.zeros(_SHAPE, np.float32)
+        for region, v in zip((fat, band, zone), vals, strict=True):
+            arr[region] = v
+        arr = ndi.gaussian_filter(arr, (0.4, 0.6, 0.6))
+        noise = ndi.gaussian_filter(_noise(noise_seed, 1.0), (0.3, 1.2, 1.2))
+        out.append(_volume(arr + noise * (16.0 / float(noise.std()))))
+    return out[0], out[1], zone, band
+
+
+@pytest.mark.parametrize(("band_hu", "thick_mm", "tilt_deg", "seed"), [
+    ((41.0, 48.0), 3.5, 60.0, 0),
+    ((50.0, 62.0), 3.0, 35.0, 2),
+], ids=["band_at_zone_level", "muscle_band"])
+def test_segment_ablation_zone_does_not_follow_a_thin_band(
+        band_hu: tuple[float, float], thick_mm: float, tilt_deg: float, seed: int) -> None:
+    """A thin band touching the zone (its partial-volume edge with fat reads at the zone's
+    level, under the muscle rule's reach) is followed by the zone window: +26 % and +92 %
+    of volume (Dice 0.88 and 0.68) before the spur opening's result was judged after its
+    slice-axis reconstruction, and for a thick zone down to half kept (seed 43's 6-month
+    residual zone: +8 mm of 3-D diameter). The band stays out within partial volume."""
+    pre, post, zone, band = _band_zone_scene(band_hu, thick_mm, tilt_deg, seed)
+    res = segment_ablation_zone(post, pre, _C, modality="CT", half_size_mm=35.0)
+    got = res.zone_mask.array.astype(bool)
+    voxel_ml = float(np.prod(_SPACING)) / 1000.0
+    assert (got & band).sum() * voxel_ml <= 0.25
+    assert dice(got, zone) >= 0.97
+
+
 def test_segment_ablation_zone_includes_a_nodule_as_large_as_the_zone() -> None:
     """A 9 mm zone with a 9 mm enhancing nodule centred 1 mm inside its surface towards
     the parenchyma (a late zone beside residual tumour): the zone includes the nodule
