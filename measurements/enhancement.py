@@ -721,6 +721,13 @@ def mr_enhancement(
 ) -> MREnhancement:
     """MR percent signal increase over an eroded mask, ≥ ``threshold_pct`` enhancing.
 
+    With an erosion, the mask's first and last slices are left out too where enough
+    voxels lie between them (:func:`_between_slices`): on slices thicker than the erosion
+    the ball does not reach along them, and those outermost slabs are partial volume with
+    the tissue beyond the mask's poles, mixed differently in the two phases when the
+    breath holds differ (a 12-month 20 mm zone on 5 mm slices read +20 % and +26 % on its
+    two outer slabs and +7 % between them, +18 % in all, "yes", for a truth of +1 %).
+
     Not assessable when too few voxels remain or the pre-contrast signal is not positive
     (the ratio is meaningless). Raises ModalityError for CT images.
     """
@@ -728,6 +735,10 @@ def mr_enhancement(
     _require_modality(post, "post", _MR, "percent signal enhancement")
     _check_grids(mask, "mask", pre=pre, post=post)
     inside = _eroded(_bool_mask(mask, "mask"), _spacing_kji(mask), erode_mm)
+    if erode_mm > 0:
+        between = inside & _between_slices(_bool_mask(mask, "mask"))
+        if np.count_nonzero(between) >= min_voxels:
+            inside = between
     n = int(np.count_nonzero(inside))
     if n < min_voxels:
         return MREnhancement(None, EnhancementClass.NOT_ASSESSABLE, n, None, None, None)

@@ -245,3 +245,48 @@ def test_ct_threshold_boundaries_are_inclusive(geometry, delta: int, expected: s
     res = ct_enhancement(pre, post, _mask(g, lesion))
     assert res.delta_hu == float(delta)
     assert res.classification == expected
+
+
+def _mr_zone_on_thick_slabs(shift_mm: float, centre_dz_mm: float, values: tuple[float, float]
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """A 10 mm-radius zone (``values``: fat, zone) on 1.25 × 1.25 × 5 mm slabs, each voxel
+    the box average of 8 × 2 × 2 sub-samples, the anatomy moved ``shift_mm`` along the
+    slices; and the mask of voxel centres inside the unmoved zone."""
+    spacing, n, sub = (1.25, 1.25, 5.0), (9, 40, 40), (8, 2, 2)
+    k, j, i = np.mgrid[: n[0], : n[1], : n[2]].astype(float)
+    centre = np.array([19.5 * spacing[0], 19.5 * spacing[1], 4 * spacing[2] + centre_dz_mm])
+    acc = np.zeros(n)
+    for a in range(sub[0]):
+        for b in range(sub[1]):
+            for c in range(sub[2]):
+                x = (i + (c + 0.5) / sub[2] - 0.5) * spacing[0]
+                y = (j + (b + 0.5) / sub[1] - 0.5) * spacing[1]
+                z = (k + (a + 0.5) / sub[0] - 0.5) * spacing[2] - shift_mm
+                inside = (x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2
+                acc += np.where(inside <= 100.0, values[1], values[0])
+    mask = ((i * spacing[0] - centre[0]) ** 2 + (j * spacing[1] - centre[1]) ** 2
+            + (k * spacing[2] - centre[2]) ** 2) <= 100.0
+    return acc / np.prod(sub), mask
+
+
+@pytest.mark.parametrize("centre_dz_mm", [0.0, 1.5, 2.5])
+def test_mr_enhancement_leaves_the_outer_slabs_out(centre_dz_mm: float) -> None:
+    """A dead zone (T1 fat-sat 520 → 525 AU, +1 %) in fat (60 → 64) on 5 mm slabs, the
+    pre-contrast image taken 2.5 mm along the slices away and moved back by linear
+    interpolation (as the phase alignment does): its outer slabs mix zone and fat
+    differently in the two phases. Read over all slabs: +3.1 to +4.2 % (a 12-month zone
+    of seed 47 read +18 %, "yes"); between the outer slabs: within 1 point of +1 %."""
+    post, mask = _mr_zone_on_thick_slabs(0.0, centre_dz_mm, (64.0, 525.0))
+    moved, _ = _mr_zone_on_thick_slabs(2.5, centre_dz_mm, (60.0, 520.0))
+    pre = 0.5 * moved + 0.5 * np.concatenate([moved[1:], moved[-1:]])
+    rng = np.random.default_rng(3)
+
+    def vol(arr: np.ndarray) -> Volume:
+        return Volume.from_geometry(arr, origin_lps=(0, 0, 0), spacing_mm=(1.25, 1.25, 5.0),
+                                    modality="MR")
+
+    res = mr_enhancement(vol((pre + rng.normal(0, 8, pre.shape)).astype(np.float32)),
+                         vol((post + rng.normal(0, 8, post.shape)).astype(np.float32)),
+                         vol(mask.astype(np.uint8)))
+    assert res.enhancement_pct == pytest.approx(100.0 * (525.0 / 520.0 - 1.0), abs=1.0)
+    assert res.classification == EnhancementClass.NO
