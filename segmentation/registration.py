@@ -165,6 +165,7 @@ def register_rigid(
     focus_point_lps: Any = None,
     focus_radius_mm: float | None = None,
     try_prone_flip: bool = True,
+    fine_mm: float | None = None,
 ) -> RegistrationResult:
     """Rigidly register ``moving`` to ``fixed`` (different studies of one patient).
 
@@ -179,6 +180,12 @@ def register_rigid(
         focus_radius_mm: half size of the lesion box (default 40 mm; the metric mask
             keeps only the organ around the lesion, so 60 mm boxes work as well).
         try_prone_flip: also try a 180° rotation about S (patient turned prone).
+        fine_mm: grid of the lesion search's last level (default 1.5 mm). 1.0 mm where
+            the transform carries a measurement (the baseline tumour into the ice-ball
+            scan): on 1.5 mm the MI peak's parabola was read up to 1.9 mm off along 2 mm
+            slices (an endophytic tumour); over the 42 lesions of four archives' ice-ball
+            scans the error at the tumour fell from 0.51 to 0.36 mm on average (maximum
+            1.94 → 0.69 mm; 27 closer, 15 farther), for about 30 % more time.
 
     Returns:
         RegistrationResult with an Euler3D transform mapping fixed → moving LPS points.
@@ -203,7 +210,7 @@ def register_rigid(
 
     if focus is not None:
         found = _lesion_search(f_img, m_img, f_ct, m_ct, transform, focus, radius_mm,
-                               fixed_mask)
+                               fixed_mask, _FINE_MM if fine_mm is None else float(fine_mm))
         transform, metric = found.transform, -found.mi
         if found.shift_mm > _SEARCH_MM - _COARSE_MM:
             notes.append(f"registration doubtful: the lesion's organ moved "
@@ -400,7 +407,8 @@ def _level(f_img: sitk.Image, m_img: sitk.Image, start: sitk.Transform,
 
 def _lesion_search(f_img: sitk.Image, m_img: sitk.Image, f_ct: bool, m_ct: bool,
                    start: sitk.Transform, focus: npt.NDArray[np.float64],
-                   radius_mm: float, fixed_mask: Volume | None = None) -> _Search:
+                   radius_mm: float, fixed_mask: Volume | None = None,
+                   fine_mm: float = 1.5) -> _Search:
     """Translation of the lesion's organ against the start (body) transform: exhaustive MI
     search on a coarse grid (±_SEARCH_MM), refinement of the best peaks on a fine grid,
     parabolic sub-voxel fit. MI is measured on the organ mask only (the kidney slides
@@ -424,7 +432,7 @@ def _lesion_search(f_img: sitk.Image, m_img: sitk.Image, f_ct: bool, m_ct: bool,
     # fine level
     fine_bins = 32
     f_box2, mask2, _, f_bins2, m_bins2, valid2, pad2 = _level(
-        f_img, m_img, start, focus, radius_mm, _FINE_MM, _SEARCH_MM + 3.0, f_ct, m_ct,
+        f_img, m_img, start, focus, radius_mm, fine_mm, _SEARCH_MM + 3.0, f_ct, m_ct,
         fine_bins, fixed_mask)
     sp2 = np.asarray(f_box2.GetSpacing())
     local = np.stack(np.meshgrid(*(np.arange(-2, 3),) * 3, indexing="ij"), -1).reshape(-1, 3)

@@ -80,12 +80,19 @@ class SeriesCache:
             return self._cache[key]
 
 
+#: lesion search grid (mm) for the ice-ball scan, whose transform carries the baseline
+#: tumour into it for the margin and coverage (the other studies only need the lesion's
+#: position to segment around: the default 1.5 mm)
+_INTRA_FINE_MM = 1.0
+
+
 def _registration_to_baseline(reference: Volume, moving: Volume, seed_lps: np.ndarray,
-                              half_mm: float) -> tuple[Any, list[str], dict[str, Any]]:
+                              half_mm: float, fine_mm: float | None = None
+                              ) -> tuple[Any, list[str], dict[str, Any]]:
     from segmentation import register_rigid
 
     reg = register_rigid(reference, moving, focus_point_lps=seed_lps,
-                         focus_radius_mm=min(60.0, half_mm))
+                         focus_radius_mm=min(60.0, half_mm), fine_mm=fine_mm)
     info = {"quality": reg.quality, "metric": reg.quality_metric, "ok": reg.ok}
     return reg.transform, ([] if reg.ok else list(reg.qc or ["registration doubtful"])), info
 
@@ -190,8 +197,8 @@ class _LesionContext:
                 intra = self.cache.get(plan.unenhanced_key)
                 if intra is None:
                     raise ValueError("no unenhanced CT for the ice ball")
-                transform, qc, _info = _registration_to_baseline(self.reference, intra, seed,
-                                                                 half_mm)
+                transform, qc, _info = _registration_to_baseline(
+                    self.reference, intra, seed, half_mm, fine_mm=_INTRA_FINE_MM)
                 tp.qc.extend(qc)
                 center = _mapped(transform, seed)
                 crop = intra.crop_around_lps(center, half_mm)
