@@ -734,9 +734,10 @@ def mr_enhancement(
     _require_modality(pre, "pre", _MR, "percent signal enhancement")
     _require_modality(post, "post", _MR, "percent signal enhancement")
     _check_grids(mask, "mask", pre=pre, post=post)
-    inside = _eroded(_bool_mask(mask, "mask"), _spacing_kji(mask), erode_mm)
+    mask_arr = _bool_mask(mask, "mask")
+    inside = _eroded(mask_arr, _spacing_kji(mask), erode_mm)
     if erode_mm > 0:
-        between = inside & _between_slices(_bool_mask(mask, "mask"))
+        between = inside & _between_slices(mask_arr)
         if np.count_nonzero(between) >= min_voxels:
             inside = between
     n = int(np.count_nonzero(inside))
