@@ -104,9 +104,10 @@ def test_ablation_zone_large_nodule_on_small_zone() -> None:
     assert dice(res.zone_mask.array, case.masks["zone"].array) >= 0.80
 
 
-@pytest.mark.xfail(reason="known false nodule (~0.4 ml) on this clean 3-month zone (the "
-                          "full-resolution archive case reads clean)", strict=True)
 def test_ablation_zone_clean_progression_fu1_has_no_nodule() -> None:
+    """The clean 3-month zone of the progression scenario has no nodule (it read a false
+    ~0.4 ml one, marked as a known failure, until the nodule-body rules of earlier rounds;
+    found passing when the slow suite was next run)."""
     case = _case("progression_12mo", "fu1")
     res = segment_ablation_zone(case.image, _series("progression_12mo", _pre_key(case)),
                                 _centre_lps(case.masks["zone"]), modality="CT")
