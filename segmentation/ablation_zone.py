@@ -720,6 +720,8 @@ def _without_bands(hull: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float
     """The refined zone opened with a 3.5 mm ball and reconstructed by one slice along the
     slice axis (the opening alone shaves the convex poles, whose last 2-3 mm slices are
     narrower than the ball); unchanged when the opening takes too much to be trusted.
+    ``spacing_mm`` is (i, j, k), ``in_plane`` the 4-neighbour cross within a slice,
+    ``voxel_mm3`` one voxel's volume.
 
     Trusted when the bare opening keeps :data:`_OPENING_KEEPS` of the zone; on a small
     zone the ball is a large part of it and shaves its outline (taking the reconstructed
@@ -742,9 +744,10 @@ def _without_bands(hull: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float
     beyond = ~np.any(opened, axis=(1, 2))  # slices past the opened zone's poles
     cap = ndi.binary_opening(restored & beyond[:, None, None], structure=in_plane)
     kept = fill_holes_3d_and_slices(restored & ~beyond[:, None, None] | cap)
-    thick = kept.sum() * voxel_mm3 / 1000.0 >= _THICK_ZONE_ML
-    if (opened.sum() > _OPENING_KEEPS * hull.sum()
-            or (thick and kept.sum() > _THICK_ZONE_KEEPS * hull.sum())):
+    n_hull, n_kept = int(hull.sum()), int(kept.sum())
+    thick = n_kept * voxel_mm3 / 1000.0 >= _THICK_ZONE_ML
+    if (opened.sum() > _OPENING_KEEPS * n_hull
+            or (thick and n_kept > _THICK_ZONE_KEEPS * n_hull)):
         return kept
     return hull
 

@@ -136,5 +136,6 @@ def test_intra_registration_of_an_endophytic_tumour_on_the_fine_grid(
     res = register_rigid(case.image, moving, focus_point_lps=seed, focus_radius_mm=60.0,
                          fine_mm=fine_mm)
     err = float(np.linalg.norm(transform_points_lps(res.transform, seed) - truth))
+    # 1.0 mm: half a 2 mm slice; 0.66 mm seen, 1.95 on the 1.5 mm grid
     assert err <= limit_mm, f"TRE {err:.2f} mm"
     assert res.ok, res.qc

@@ -401,6 +401,8 @@ def test_segment_ablation_zone_small_zone_near_the_kidney_surface() -> None:
     res = segment_ablation_zone(_volume(post + _noise(5, 10.0)), pre,
                                 centre + np.array([0.0, 1.5, 0.0]), modality="CT",
                                 half_size_mm=35.0)
+    # a 4 mm-radius zone: its border 0.25 mm out all round already gives Dice 0.91, so
+    # 0.9 is about a third of a pixel (0.8 mm); 0.984 seen, the study lost before
     assert dice(res.zone_mask.array, zone) >= 0.9
 
 
@@ -496,6 +498,8 @@ def test_segment_ablation_zone_does_not_follow_a_thin_band(
     res = segment_ablation_zone(post, pre, _C, modality="CT", half_size_mm=35.0)
     got = res.zone_mask.array.astype(bool)
     voxel_ml = float(np.prod(_SPACING)) / 1000.0
+    # 0.25 ml: the band's partial-volume voxels along the contact (0.08-0.19 ml seen over
+    # 24 such scenes), against 2.4-8.5 ml followed before; Dice 0.987-0.995 seen there
     assert (got & band).sum() * voxel_ml <= 0.25
     assert dice(got, zone) >= 0.97
 
