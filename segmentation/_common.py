@@ -259,9 +259,10 @@ def refine_boundary(
     exactly at the half level of the unsmoothed image, while a Gaussian moves the half
     level of a convex border inwards by σ²/R (6 % of a 0.7 ml tumour's volume at σ 0.8 mm)
     — where the outside is brighter than the region, and for voxels darker than the
-    region against the darker outside tissue's own level (:func:`_darker_side`; the shell
-    average mixes fat with the parenchyma beside it). Voxels brighter than the region
-    with a darker outside keep the smoothed rule. The caller regularises the one-voxel
+    region against the darker outside tissue's own level, and those brighter than the region
+    near darker tissue against the brighter tissue's own level (:func:`_one_side`; the
+    shell average mixes fat with the parenchyma beside it). Other voxels brighter than the
+    region with a darker outside keep the smoothed rule. The caller regularises the one-voxel
     noise this leaves.
 
     ``level_beyond_inner`` (with ``inside_level``): where the inner shell is out of the
@@ -362,10 +363,18 @@ def _refine_in_box(
             # and the unsmoothed image decides; where it is darker it may mix fat with
             # parenchyma, and voxels brighter than the region keep the smoothed rule
             keep = np.where(contrast < 0, dec < mid, keep)
-            dark, dark_keep = _darker_side(band & (img < lvl_in), dec, img, outer, lvl_in,
-                                           sigma_vox, min_contrast)
-            keep = np.where(dark, dark_keep, keep)
-            decided |= dark
+            darker_shell = outer & (img < lvl_in - 0.5 * min_contrast)
+            # brighter voxels are judged against the brighter tissue alone only in the
+            # notch, within _NOTCH_MM of darker tissue, where the one outside level mixes
+            # both; elsewhere the rule above is that judgement already
+            notch = ndi.distance_transform_edt(~darker_shell,
+                                               sampling=spacing_mm[::-1]) <= _NOTCH_MM
+            for sign, sel in ((-1.0, band & (img < lvl_in)),
+                              (1.0, band & (img > lvl_in) & notch)):
+                side, side_keep = _one_side(sel, dec, img, outer, lvl_in, sigma_vox,
+                                            min_contrast, sign)
+                keep = np.where(side, side_keep, keep)
+                decided |= side
         out = np.where(decided, keep, reg)[pad:-pad, pad:-pad, pad:-pad]
     out = fill_holes_3d_and_slices(np.asarray(out))
     return nearest_component(out, seed_kji, spacing_mm, max_distance_mm=8.0)
@@ -374,6 +383,14 @@ def _refine_in_box(
 #: floor of the Gaussian weight a normalised local mean divides by: below it the mean is
 #: not the selected tissue's level
 _MIN_MEAN_WEIGHT = 1e-3
+
+#: band voxels brighter than the region this close (mm) to darker tissue of the outside
+#: shell lie in the notch where the region meets fat and brighter parenchyma (a tumour's
+#: pole at the kidney surface): there one outside level mixes both and kept a 1-2 mm
+#: spike of kidney, the tumour's point nearest the ice-ball surface (minimal margin
+#: 0.5-1.5 mm short on mesophytic tumours). Judged against the brighter tissue on the
+#: whole band instead, tumours lost 2-6 % more volume along the kidney interface
+_NOTCH_MM = 3.0
 
 
 def _where_reached(level: npt.NDArray[np.float32], sel: npt.NDArray[np.bool_],
@@ -390,7 +407,7 @@ def _where_reached(level: npt.NDArray[np.float32], sel: npt.NDArray[np.bool_],
     return np.asarray(np.where(weight >= _MIN_MEAN_WEIGHT, level, np.float32(np.nan)))
 
 
-def _darker_side(
+def _one_side(
     band: npt.NDArray[np.bool_],
     decide: npt.NDArray[np.float32],
     img: npt.NDArray[np.float32],
@@ -398,19 +415,23 @@ def _darker_side(
     lvl_in: npt.NDArray[np.float32],
     sigma_vox: list[float],
     min_contrast: float,
+    sign: float,
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-    """(Voxels decided, inside) for band voxels darker than the region: inside iff
-    ``decide`` lies above the half level between the region and the darker outside
-    tissue alone (its own local mean over the shell, Gaussian σ 3 mm, where it is within
-    reach and differs by ``min_contrast``). One outside level averages fat with the
-    parenchyma where the region meets both and moves that midpoint into the region."""
-    darker = outer & (img < lvl_in - 0.5 * min_contrast)
-    if not darker.any():
+    """(Voxels decided, inside) for ``band`` voxels against the outside tissue darker
+    (``sign`` −1) or brighter (+1) than the region alone: inside iff ``decide`` lies on
+    the region's side of the half level between the region and that tissue's own local
+    mean over the shell (Gaussian σ 3 mm), where it is within reach and differs by
+    ``min_contrast``. One outside level averages fat with the parenchyma where the region
+    meets both: towards the fat it moves the midpoint into the region; towards the
+    parenchyma it reads the outside as darker than the region, so that parenchyma
+    voxels, brighter than the region and than that midpoint, were kept."""
+    other = outer & (sign * (img - lvl_in) > 0.5 * min_contrast)
+    if not other.any():
         return np.zeros(band.shape, bool), np.ones(band.shape, bool)
-    weight = ndi.gaussian_filter(darker.astype(np.float32), sigma_vox)
-    level = _local_mean(darker, img, sigma_vox)
-    active = band & (weight > 0.02) & (lvl_in - level >= min_contrast)
-    return active, decide > 0.5 * (lvl_in + level)
+    weight = ndi.gaussian_filter(other.astype(np.float32), sigma_vox)
+    level = _local_mean(other, img, sigma_vox)
+    active = band & (weight > 0.02) & (sign * (level - lvl_in) >= min_contrast)
+    return active, sign * (decide - 0.5 * (lvl_in + level)) < 0
 
 
 def _local_mean(sel: npt.NDArray[np.bool_], img: npt.NDArray[np.float32],
