@@ -121,10 +121,22 @@ def ablative_margin(
     return _margin_of_surfaces(t_verts, i_field, 0.5, i_verts, i_faces, affine, coverage)
 
 
-def signed_distance_mm(mask: Volume, *, reach_mm: float = 15.0) -> Volume:
+def signed_distance_mm(mask: Volume, *, reach_mm: float = 15.0, smooth: bool = False
+                       ) -> Volume:
     """Signed distance map (float32 mm, positive inside) of a binary mask's surface — the
     surface halfway between inside and outside voxel centres — at every voxel centre,
     clipped to ±``reach_mm``.
+
+    ``smooth``: the map smoothed with a Gaussian of σ = one voxel along the finely sampled
+    axes (those whose spacing rounds to the smallest), the blur's curvature shrink
+    ½ Σ σ_a² ∂²d/∂a² added back on the field, as the 3D caliper's surface is
+    (:func:`measurements.size.max_3d_diameter_mm`). The halfway surface lies within ±half a
+    voxel of the solid's and is unbiased on average, but a minimal margin is a minimum
+    over the surface and picks the outermost of those errors: a 10 mm sphere's margin to
+    a concentric or offset ice ball on 0.75 × 0.75 × 1 mm voxels reads 0.27 mm short on
+    average from the halfway surface, 0.10 mm short from the smoothed one; on truth
+    masks of the synthetic archives' tumours −0.26 → −0.05 mm (mesophytic), −0.38 →
+    −0.29 mm (spheres, whose uniform margin leaves the minimum anywhere on the surface).
 
     The distances are measured on the mask upsampled to near-isotropic voxels (each voxel
     split into round(spacing / smallest spacing) parts per axis), where the halfway
@@ -157,9 +169,27 @@ def signed_distance_mm(mask: Volume, *, reach_mm: float = 15.0) -> Volume:
                                                                    strict=True)]
     grid = np.meshgrid(*centres, indexing="ij")
     values = map_coordinates(field, [g.ravel() for g in grid], order=1, mode="nearest")
-    out[box] = np.clip(values.reshape(tuple(int(n) for n in coarse_shape)), -reach_mm,
-                       reach_mm)
+    values = values.reshape(tuple(int(n) for n in coarse_shape))
+    if smooth:
+        values = _curvature_kept_blur(values, np.where(factor == 1, 1.0, 0.0))
+    out[box] = np.clip(values, -reach_mm, reach_mm)
     return mask.with_array(out, modality="")
+
+
+def _curvature_kept_blur(field: npt.NDArray[np.floating], sigma_vox: FloatArray
+                         ) -> npt.NDArray[np.float32]:
+    """G_σ ∗ d − ½ Σ σ_a² ∂_aa(G_σ ∗ d): a Gaussian blur of a distance map that keeps a
+    curved zero level in place (second order: exact for the quadratic part of d)."""
+    from scipy.ndimage import gaussian_filter
+
+    d = np.asarray(field, np.float64)
+    out = gaussian_filter(d, sigma_vox, mode="nearest")
+    for axis in np.flatnonzero(np.asarray(sigma_vox) > 0):
+        order = [0, 0, 0]
+        order[axis] = 2
+        out -= 0.5 * float(sigma_vox[axis]) ** 2 * gaussian_filter(d, sigma_vox, order=order,
+                                                                   mode="nearest")
+    return out.astype(np.float32)
 
 
 def ablative_margin_from_distances(tumour_distance: Volume, ice_distance: Volume) -> Margin:

@@ -510,7 +510,9 @@ def tumour_into(tumour_full: Volume, target: Volume, transform_baseline_to_targe
     The map is computed on the baseline grid (around the tumour) and interpolated
     linearly, so the tumour surface keeps its baseline position between the target's
     thick slices (a nearest-neighbour mask would move each pole to a slice, by up to
-    half a slice)."""
+    half a slice). It is smoothed on the baseline grid with its curvature kept
+    (:func:`measurements.margin.signed_distance_mm` ``smooth``): the minimal margin is a
+    minimum over the surface and picks the outermost half-voxel steps of the raw map."""
     tumour = np.asarray(tumour_full.array) > 0
     if not tumour.any():
         return target.with_array(np.full(target.array.shape, -_FAR_MM, np.float32), modality="")
@@ -519,7 +521,7 @@ def tumour_into(tumour_full: Volume, target: Volume, transform_baseline_to_targe
         kji.max(axis=0)[::-1])
     half = float(np.max(np.abs(hi - lo))) / 2.0 + _DISTANCE_PAD_MM
     around = _as_bool(tumour_full).crop_around_lps((lo + hi) / 2.0, half)
-    distance = signed_distance_mm(around)
+    distance = signed_distance_mm(around, smooth=True)
     inverse = transform_baseline_to_target.GetInverse()
     return resample_to(distance, target, inverse, default_value=-_FAR_MM)
 
