@@ -50,6 +50,7 @@ from measurements._common import (
     _kji_to_lps,
     _nearest_surface_points,
     _surface_mesh_kji,
+    curvature_kept_blur,
 )
 from pipeline.image import Volume
 
@@ -171,25 +172,9 @@ def signed_distance_mm(mask: Volume, *, reach_mm: float = 15.0, smooth: bool = F
     values = map_coordinates(field, [g.ravel() for g in grid], order=1, mode="nearest")
     values = values.reshape(tuple(int(n) for n in coarse_shape))
     if smooth:
-        values = _curvature_kept_blur(values, np.where(factor == 1, 1.0, 0.0))
+        values = curvature_kept_blur(values, np.where(factor == 1, 1.0, 0.0))
     out[box] = np.clip(values, -reach_mm, reach_mm)
     return mask.with_array(out, modality="")
-
-
-def _curvature_kept_blur(field: npt.NDArray[np.floating], sigma_vox: FloatArray
-                         ) -> npt.NDArray[np.float32]:
-    """G_σ ∗ d − ½ Σ σ_a² ∂_aa(G_σ ∗ d): a Gaussian blur of a distance map that keeps a
-    curved zero level in place (second order: exact for the quadratic part of d)."""
-    from scipy.ndimage import gaussian_filter
-
-    d = np.asarray(field, np.float64)
-    out = gaussian_filter(d, sigma_vox, mode="nearest")
-    for axis in np.flatnonzero(np.asarray(sigma_vox) > 0):
-        order = [0, 0, 0]
-        order[axis] = 2
-        out -= 0.5 * float(sigma_vox[axis]) ** 2 * gaussian_filter(d, sigma_vox, order=order,
-                                                                   mode="nearest")
-    return out.astype(np.float32)
 
 
 def ablative_margin_from_distances(tumour_distance: Volume, ice_distance: Volume) -> Margin:

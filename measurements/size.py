@@ -87,6 +87,7 @@ from measurements._common import (
     _mesh_volume_mm3,
     _spacing_kji,
     _surface_mesh_kji,
+    curvature_kept_blur,
 )
 from pipeline.image import Volume
 
@@ -489,7 +490,7 @@ def _interpolated_surface_kji(crop: npt.NDArray[np.bool_], spacing_kji: FloatArr
     for the quadratic part of d, which is what the curvature is). Equal spacings get
     equal factors, so the result does not depend on the index order.
     """
-    from scipy.ndimage import distance_transform_edt, gaussian_filter
+    from scipy.ndimage import distance_transform_edt
     from skimage.measure import marching_cubes
 
     # distances in units of the finest spacing, rounded so that a scaled grid gives the very
@@ -501,12 +502,7 @@ def _interpolated_surface_kji(crop: npt.NDArray[np.bool_], spacing_kji: FloatArr
     sdf = np.where(crop, -inside, outside)
     factors = np.maximum(1, np.rint(rel)).astype(int)
     sigma_vox = np.where(factors == 1, _SDF_SMOOTH_FRACTION, 0.0)
-    smooth = gaussian_filter(sdf, sigma_vox, mode="nearest")
-    for axis in np.flatnonzero(sigma_vox > 0):  # the blur's curvature shrink added back
-        order = [0, 0, 0]
-        order[axis] = 2
-        second = gaussian_filter(sdf, sigma_vox, order=order, mode="nearest")
-        smooth -= 0.5 * sigma_vox[axis] ** 2 * second
+    smooth = curvature_kept_blur(sdf, sigma_vox)  # the blur's curvature shrink added back
     for axis in np.flatnonzero(factors > 1):  # thick-slice axes: caps from the end sections
         for flip in (False, True):
             c = np.moveaxis(crop, axis, 0)

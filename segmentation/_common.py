@@ -362,6 +362,7 @@ def _refine_in_box(
             # where the outside is brighter (parenchyma) its midpoint is the region's own
             # and the unsmoothed image decides; where it is darker it may mix fat with
             # parenchyma, and voxels brighter than the region keep the smoothed rule
+            # (outside the notch, below)
             keep = np.where(contrast < 0, dec < mid, keep)
             darker_shell = outer & (img < lvl_in - 0.5 * min_contrast)
             # brighter voxels are judged against the brighter tissue alone only in the
@@ -389,7 +390,8 @@ _MIN_MEAN_WEIGHT = 1e-3
 #: pole at the kidney surface): there one outside level mixes both and kept a 1-2 mm
 #: spike of kidney, the tumour's point nearest the ice-ball surface (minimal margin
 #: 0.5-1.5 mm short on mesophytic tumours). Judged against the brighter tissue on the
-#: whole band instead, tumours lost 2-6 % more volume along the kidney interface
+#: whole band instead, tumours lost 2-6 % more volume along the kidney interface; within
+#: the notch, mesophytic tumours lose 3 % on average (42 screened baseline lesions)
 _NOTCH_MM = 3.0
 
 
