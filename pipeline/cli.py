@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--scenario", action="append", dest="scenarios", metavar="NAME",
         help="scenario name (repeatable); default: cycle through all scenarios",
     )
+    p.add_argument(
+        "--pick", action="append", dest="picks", metavar="SCENARIO:SEED:INDEX",
+        help="write exactly this patient (repeatable; the same patient as in that seed's "
+        "archive): a validation archive gathered from several seeds; replaces --patients, "
+        "--seed and --scenario",
+    )
     p.add_argument("--small", action="store_true", help="coarse matrices for fast tests")
     p.add_argument("--list-scenarios", action="store_true", help="print the scenarios and exit")
     p.set_defaults(handler=_cmd_synth)
@@ -180,7 +186,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from fixtures.synth import SCENARIOS, synthesize
+    from fixtures.synth import SCENARIOS, parse_pick, synthesize
 
     if args.list_scenarios:
         for name, scenario in SCENARIOS.items():
@@ -191,6 +197,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     summary = synthesize(
         args.out, patients=args.patients, seed=args.seed, scenarios=args.scenarios,
         small=args.small,
+        picks=[parse_pick(spec) for spec in args.picks] if args.picks else None,
     )
     print(summary.describe())
     return 0

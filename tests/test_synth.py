@@ -176,6 +176,45 @@ def test_other_seed_other_uids_and_errors(tmp_path):
         synthesize(tmp_path / "z", patients=1, seed=0, small=True)
 
 
+def test_picked_patients_are_those_of_their_seeds_archives(archive, tmp_path, capsys):
+    """``--pick scenario:seed:index`` writes the very patient of that seed's archive (same
+    files, byte for byte, same manifest row and truth), beside patients of other seeds."""
+    out, _, truth = archive
+    rc = main(["synth", str(tmp_path / "picked"), "--pick", "sphere:5:0",
+               "--pick", "growing_zone:6:1", "--small"])
+    assert rc == 0
+    assert "(picked, small)" in capsys.readouterr().out
+    picked = _tree_digest(tmp_path / "picked" / "archive")
+    original = _tree_digest(out / "archive")
+    assert original.items() <= picked.items()
+    assert len(picked) > len(original)
+    doc = json.loads((tmp_path / "picked" / "truth.json").read_text())
+    assert doc["seed"] is None
+    assert doc["patients"][0] == truth["patients"][0]
+    assert [(p["scenario"], p["seed"], p["index"]) for p in doc["patients"]] == [
+        ("sphere", 5, 0), ("growing_zone", 6, 1)]
+    rows = (tmp_path / "picked" / "lesions.csv").read_text().splitlines()
+    assert rows[1] == (out / "lesions.csv").read_text().splitlines()[1]
+    assert len(rows) == 3
+
+
+def test_bad_picks_are_refused(tmp_path):
+    from fixtures.synth import parse_pick
+
+    with pytest.raises(ValueError, match="scenario:seed:index"):
+        parse_pick("sphere:5")
+    with pytest.raises(ValueError, match="integers"):
+        parse_pick("sphere:five:0")
+    with pytest.raises(ValueError, match="unknown scenario"):
+        parse_pick("nope:5:0")
+    with pytest.raises(ValueError, match="same patient ID"):
+        synthesize(tmp_path / "x", patients=1, seed=0, small=True,
+                   picks=[("sphere", 5, 0), ("clean_success", 5, 0)])
+    with pytest.raises(ValueError, match="no patients picked"):
+        synthesize(tmp_path / "y", patients=1, seed=0, small=True, picks=[])
+    assert not (tmp_path / "x").exists()
+
+
 def test_archive_is_indexed_by_the_pipeline(archive):
     out, _, truth = archive
     index_mod = pytest.importorskip("pipeline.dicom.index")
