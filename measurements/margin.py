@@ -172,7 +172,8 @@ def signed_distance_mm(mask: Volume, *, reach_mm: float = 15.0, smooth: bool = F
     values = map_coordinates(field, [g.ravel() for g in grid], order=1, mode="nearest")
     values = values.reshape(tuple(int(n) for n in coarse_shape))
     if smooth:
-        values = curvature_kept_blur(values, np.where(factor == 1, 1.0, 0.0))
+        sigma_vox = np.where(factor == 1, 1.0, 0.0)  # one voxel of this grid, fine axes only
+        values = curvature_kept_blur(values, sigma_vox)
     out[box] = np.clip(values, -reach_mm, reach_mm)
     return mask.with_array(out, modality="")
 

@@ -365,14 +365,15 @@ def _refine_in_box(
             # (outside the notch, below)
             keep = np.where(contrast < 0, dec < mid, keep)
             darker_shell = outer & (img < lvl_in - 0.5 * min_contrast)
+            brighter_shell = outer & (img > lvl_in + 0.5 * min_contrast)
             # brighter voxels are judged against the brighter tissue alone only in the
             # notch, within _NOTCH_MM of darker tissue, where the one outside level mixes
             # both; elsewhere the rule above is that judgement already
             notch = ndi.distance_transform_edt(~darker_shell,
                                                sampling=spacing_mm[::-1]) <= _NOTCH_MM
-            for sign, sel in ((-1.0, band & (img < lvl_in)),
-                              (1.0, band & (img > lvl_in) & notch)):
-                side, side_keep = _one_side(sel, dec, img, outer, lvl_in, sigma_vox,
+            for sign, sel, other in ((-1.0, band & (img < lvl_in), darker_shell),
+                                     (1.0, band & (img > lvl_in) & notch, brighter_shell)):
+                side, side_keep = _one_side(sel, dec, img, other, lvl_in, sigma_vox,
                                             min_contrast, sign)
                 keep = np.where(side, side_keep, keep)
                 decided |= side
@@ -413,21 +414,20 @@ def _one_side(
     band: npt.NDArray[np.bool_],
     decide: npt.NDArray[np.float32],
     img: npt.NDArray[np.float32],
-    outer: npt.NDArray[np.bool_],
+    other: npt.NDArray[np.bool_],
     lvl_in: npt.NDArray[np.float32],
     sigma_vox: list[float],
     min_contrast: float,
     sign: float,
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-    """(Voxels decided, inside) for ``band`` voxels against the outside tissue darker
-    (``sign`` −1) or brighter (+1) than the region alone: inside iff ``decide`` lies on
-    the region's side of the half level between the region and that tissue's own local
-    mean over the shell (Gaussian σ 3 mm), where it is within reach and differs by
+    """(Voxels decided, inside) for ``band`` voxels against ``other``, the outside
+    shell's tissue darker (``sign`` −1) or brighter (+1) than the region: inside iff
+    ``decide`` lies on the region's side of the half level between the region and that
+    tissue's own local mean (Gaussian σ 3 mm), where it is within reach and differs by
     ``min_contrast``. One outside level averages fat with the parenchyma where the region
     meets both: towards the fat it moves the midpoint into the region; towards the
     parenchyma it reads the outside as darker than the region, so that parenchyma
     voxels, brighter than the region and than that midpoint, were kept."""
-    other = outer & (sign * (img - lvl_in) > 0.5 * min_contrast)
     if not other.any():
         return np.zeros(band.shape, bool), np.ones(band.shape, bool)
     weight = ndi.gaussian_filter(other.astype(np.float32), sigma_vox)

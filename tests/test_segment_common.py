@@ -75,26 +75,38 @@ def _partial_volume(tissue, shape, spacing, samples):
                               (k + (c + 0.5) / samples[2] - 0.5) * spacing[2])
     return acc / np.prod(samples)
 
+def _sphere_at_a_junction(spacing: np.ndarray, shape: tuple[int, int, int],
+                          centre: np.ndarray, radius_mm: float, level_hu: float,
+                          kidney_hu: float, samples: tuple[int, int, int], noise_hu: float,
+                          rng_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(raw image, truth, distance beyond the sphere's surface in mm, signed distance into
+    the kidney in mm) of a sphere (``level_hu``) centred (x, y, z mm) on the flat surface
+    x = centre_x between fat (−100 HU, x below) and kidney (``kidney_hu``), with the
+    box-filter partial volume of the synthetic archives (``samples`` per voxel, i, j, k)
+    and Gaussian noise. Truth: voxel centres inside the sphere."""
+
+    def tissue(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        r = np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2)
+        return np.where(r <= radius_mm, level_hu, np.where(x < centre[0], -100.0, kidney_hu))
+
+    k, j, i = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    raw = (_partial_volume(tissue, shape, spacing, samples)
+           + np.random.default_rng(rng_seed).normal(0.0, noise_hu, shape))
+    x, y, z = i * spacing[0], j * spacing[1], k * spacing[2]
+    r = np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2)
+    return raw, r <= radius_mm, r - radius_mm, x - centre[0]
+
+
 def _small_zone_at_a_junction() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(raw image, truth, distance from the centre in mm, spacing) of a 6 mm-radius zone
     (30 HU) on 3 mm slices, half in fat (−100 HU), half in kidney (170 HU), with the
     box-filter partial volume of the synthetic archives (5×5×9 samples per voxel) and
     noise of 5 HU. Truth: voxel centres inside the sphere."""
     spacing = np.array([0.7, 0.7, 3.0])
-    shape = (12, 44, 44)
-    centre = np.array([22 * 0.7 + 0.2, 22 * 0.7 - 0.1, 6 * 3.0 + 0.9])  # x, y, z mm
-    radius = 6.0
-
-    def tissue(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-        r = np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2)
-        return np.where(r <= radius, 30.0, np.where(x < centre[0], -100.0, 170.0))
-
-    k, j, i = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
-    raw = (_partial_volume(tissue, shape, spacing, (5, 5, 9))
-           + np.random.default_rng(3).normal(0.0, 5.0, shape))
-    r = np.sqrt((i * spacing[0] - centre[0]) ** 2 + (j * spacing[1] - centre[1]) ** 2
-                + (k * spacing[2] - centre[2]) ** 2)
-    return raw, r <= radius, r - radius, spacing
+    raw, truth, beyond_mm, _ = _sphere_at_a_junction(
+        spacing, (12, 44, 44), np.array([22 * 0.7 + 0.2, 22 * 0.7 - 0.1, 6 * 3.0 + 0.9]),
+        6.0, 30.0, 170.0, (5, 5, 9), 5.0, 3)
+    return raw, truth, beyond_mm, spacing
 
 
 @pytest.mark.parametrize("start_mm", [-0.8, 0.0, 1.0])
@@ -153,20 +165,10 @@ def _tumour_at_the_kidney_surface() -> tuple[np.ndarray, np.ndarray, np.ndarray,
     tumour's outline meets the kidney surface it runs into the notch between kidney and
     fat, whose shell holds both."""
     spacing = np.array([0.75, 0.75, 1.0])
-    shape = (30, 48, 48)
-    centre = np.array([24 * 0.75 + 0.2, 24 * 0.75 - 0.15, 15 * 1.0 + 0.3])  # x, y, z mm
-    radius = 9.0
-
-    def tissue(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-        r = np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2)
-        return np.where(r <= radius, 100.0, np.where(x < centre[0], -100.0, 175.0))
-
-    k, j, i = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
-    raw = (_partial_volume(tissue, shape, spacing, (5, 5, 5))
-           + np.random.default_rng(5).normal(0.0, 10.0, shape)).astype(np.float32)
-    x, y, z = i * spacing[0], j * spacing[1], k * spacing[2]
-    r = np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2)
-    return raw, r <= radius, r - radius, x - centre[0], spacing
+    raw, truth, beyond_mm, into_kidney_mm = _sphere_at_a_junction(
+        spacing, (30, 48, 48), np.array([24 * 0.75 + 0.2, 24 * 0.75 - 0.15, 15 * 1.0 + 0.3]),
+        9.0, 100.0, 175.0, (5, 5, 5), 10.0, 5)
+    return raw.astype(np.float32), truth, beyond_mm, into_kidney_mm, spacing
 
 
 @pytest.mark.parametrize("collar_mm", [0.0, 1.5, 2.5])
@@ -184,7 +186,9 @@ def test_decide_keeps_the_kidney_out_of_the_notch_at_a_tumour_pole(collar_mm: fl
     smooth = ndi.gaussian_filter(raw, [0.8 / s for s in spacing[::-1]])
     start = truth | ((beyond_mm <= collar_mm) & (into_kidney_mm > 0) & (into_kidney_mm <= 1.5))
     out = refine_boundary(start, smooth, spacing, (15, 24, 24), decide=raw)
-    # 20-21 voxels seen: the noise's share of a 2.4 k-voxel surface layer, not a collar
+    # 20-21 voxels seen: the noise's share of a 2.4 k-voxel surface layer, not a collar;
+    # ≤ 1.37 mm out seen (a noise voxel one step past the border voxel), the old collar
+    # 2.9-5.5 mm; Dice 0.990 and volume −0.6 % seen against 0.93-0.97 and +3.5-12.8 %
     assert (out & ~truth & (into_kidney_mm > 0)).sum() <= 40
     assert beyond_mm[out].max() <= 2.0
     assert dice(out, truth) >= 0.98
