@@ -246,7 +246,7 @@ def _fit_isotherm_model(
     ice (``in_band``) within _FIT_REACH_MM of the visible ice ball, where the image can
     show ice: search of r, aspect and tip extension on the box around them (every voxel:
     a subsampled box made the optimum depend on the crop's phase); None when nothing fits
-    (Dice with the visible ice < 0.5).
+    (Dice with the visible ice < 0.5 and less than 90 % of it inside the model).
 
     Why the in-band voxels and not the visible ice ball: the latter is cleaned by an
     opening that, in the slices the probes cross, eats the streak-fragmented border
@@ -291,8 +291,8 @@ def _fit_isotherm_model(
     pts = _box_points_lps(crop, lo, hi)
     counted = informative[box].ravel()
     box_shape = tuple(int(v) for v in hi - lo)
-    # the slice (index k within the box) of each counted voxel
-    slice_s = np.broadcast_to(np.arange(box_shape[0])[:, None, None], box_shape).ravel()[counted]
+    # the slice (index k within the box, C order) of each counted voxel
+    slice_s = np.flatnonzero(counted) // (box_shape[1] * box_shape[2])
     pts_s, target_s = pts[counted], target[box].ravel()[counted]
     near_s = near[box].ravel()[counted]
     visible_s = visible[box].ravel()[counted]
@@ -315,39 +315,48 @@ def _fit_isotherm_model(
         return np.cumsum(counts.reshape(n_slices, n_radii + 1)[:, :-1], axis=1)
 
     every = np.ones(slice_s.shape, bool)
-    shapes, grown, hits, near_in = [], [], [], []
-    for aspect in np.arange(1.0, 1.61, 0.1):
-        for beyond in np.arange(0.0, 16.1, 1.0):
+    aspects, beyonds = np.arange(1.0, 1.61, 0.1), np.arange(0.0, 16.1, 1.0)
+    # (shape, slice, radius) counts; int32: 119 shapes × 200 slices (0.6 mm slices) × 120
+    # radii is 11 MB per array
+    gk, hk, nink = (np.zeros((len(aspects) * len(beyonds), n_slices, n_radii), np.int32)
+                    for _ in range(3))
+    shapes = []
+    for aspect in aspects:
+        for beyond in beyonds:
             u = along + beyond
             with np.errstate(divide="ignore", invalid="ignore"):
                 r_in = np.where(u > 0, (aspect**2 * across2 + u**2) / (2.0 * aspect * u), np.inf)
             # first radius of the grid at which each voxel is inside the model
             first = np.clip(np.ceil((r_in.min(axis=0) - radii[0]) / step), 0, n_radii)
             first = first.astype(np.int64)
+            n = len(shapes)
             shapes.append((float(aspect), float(beyond)))
-            grown.append(inside_per_slice(first, every))
-            hits.append(inside_per_slice(first, target_s))
-            near_in.append(inside_per_slice(first, near_s))
-    # (shape, slice, radius) and their sums over the slices: (shape, radius)
-    gk, hk, nink = (np.asarray(a, dtype=np.float64) for a in (grown, hits, near_in))
-    g, h, nin = gk.sum(axis=1), hk.sum(axis=1), nink.sum(axis=1)
+            gk[n], hk[n] = inside_per_slice(first, every), inside_per_slice(first, target_s)
+            nink[n] = inside_per_slice(first, near_s)
+    # summed over the slices: (shape, radius)
+    g, h, nin = (a.sum(axis=1, dtype=np.float64) for a in (gk, hk, nink))
     dice = 2.0 * h / (g + n_target)
     best = np.unravel_index(int(np.argmax(dice)), dice.shape)
+    labels_tell = True
     for _ in range(3):
         p_in = h[best] / max(g[best], 1.0)
         p_out = (n_target - h[best]) / max(n_near - nin[best], 1.0)
         p_in, p_out = float(np.clip(p_in, 0.02, 0.98)), float(np.clip(p_out, 0.02, 0.98))
         if p_in <= p_out:
+            labels_tell = False  # the model's labels cannot tell ice: keep the Dice optimum
             break
         score = np.log(p_in / p_out) * h - np.log((1.0 - p_out) / (1.0 - p_in)) * (g - h)
         best = np.unravel_index(int(np.argmax(score)), score.shape)
     target_k = np.bincount(slice_s[target_s], minlength=n_slices).astype(np.float64)
     near_k = np.bincount(slice_s[near_s], minlength=n_slices).astype(np.float64)
-    for _ in range(3):
+    for _ in range(3 if labels_tell else 0):
         gain_in, cost_out = _slice_rates(gk[best[0], :, best[1]], hk[best[0], :, best[1]],
                                          nink[best[0], :, best[1]], target_k, near_k)
-        score = (np.einsum("k,skr->sr", gain_in, hk)
-                 - np.einsum("k,skr->sr", cost_out, gk - hk))
+        if not np.any(gain_in > 0):
+            break  # no slice tells ice from its surroundings: keep the ball's rates' fit
+        # Σ_k gain_k·hits − cost_k·(model − hits)
+        score = (np.einsum("k,skr->sr", gain_in + cost_out, hk)
+                 - np.einsum("k,skr->sr", cost_out, gk))
         best = np.unravel_index(int(np.argmax(score)), score.shape)
     aspect, beyond = shapes[int(best[0])]
     field = _ellipsoids_distance(pts, tips, axes, float(radii[best[1]]), aspect, beyond)
@@ -358,7 +367,9 @@ def _fit_isotherm_model(
     # (accepted when they agree, Dice ≥ 0.5, or when the model holds nearly all of it:
     # where streaks cross most slices the visible ice is a fragment of the ball, 31 % of
     # a model of the right size (r 18.25 against 18.28 mm) lying 97 % inside it, Dice
-    # 0.47, and the fragment was kept; a sheet of ice, no iso-therm, lies 29 % inside)
+    # 0.47, and the fragment was kept; a sheet of ice, no iso-therm, lies 29 % inside.
+    # The model still cannot outgrow the fragment by more than _FIT_REACH_MM: beyond it
+    # no voxel counts as reading ice, every model voxel there against it)
     seen_s = visible_s & around_s
     both = np.count_nonzero(model_s & seen_s)
     agreement = 2.0 * both / max(np.count_nonzero(model_s) + np.count_nonzero(seen_s), 1)
@@ -382,9 +393,12 @@ def _slice_rates(
     reading as ice, near voxels inside it; reading-as-ice and near voxels of each slice.
 
     Each slice's rates are shrunk towards the whole ball's by a prior as strong as the
-    model's median slice (beta prior: a slice with a median slice's voxels weighs as much
-    as the ball's rates, the poles' few voxels little); a slice whose rates cannot tell
-    ice from its surroundings (p_in ≤ p_out: streaks) gets weight zero."""
+    model's median slice, for both rates (beta prior: a slice with a median slice's voxels
+    weighs as much as the ball's rates, the poles' few voxels little; screened against
+    fixed priors of 50 and 1000 voxels on 35 phantom ice balls: with 50 single slices
+    decided and two more balls came out 3.6-4.2 % small, the median and 1000 agreed, mean
+    volume error −0.8 and −0.9 %); a slice whose rates
+    cannot tell ice from its surroundings (p_in ≤ p_out: streaks) gets weight zero."""
     p_in = float(np.clip(hits_k.sum() / max(model_k.sum(), 1.0), 0.02, 0.98))
     p_out = float(np.clip((target_k.sum() - hits_k.sum())
                           / max(near_k.sum() - near_in_k.sum(), 1.0), 0.02, 0.98))
