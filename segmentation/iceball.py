@@ -306,15 +306,17 @@ def _fit_isotherm_model(
     radii = np.arange(_MODEL_R_MM[0], _MODEL_R_MM[1], step)
     n_slices, n_radii = box_shape[0], len(radii)
 
+    # each voxel's row in a (slice, radius + 1) count table, flattened
+    slice_offset = slice_s * (n_radii + 1)
+
     def inside_per_slice(first: npt.NDArray[np.int64],
-                         which: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
-        # (slice, radius): how many of the ``which`` voxels of each slice the model of
-        # each radius holds (cumulative over the radius at which each voxel joins)
-        counts = np.bincount(slice_s[which] * (n_radii + 1) + first[which],
-                             minlength=n_slices * (n_radii + 1))
+                         which: npt.NDArray[np.bool_] | None) -> npt.NDArray[np.int64]:
+        # (slice, radius): how many of the ``which`` voxels (None: all) of each slice the
+        # model of each radius holds (cumulative over the radius at which each voxel joins)
+        cell = slice_offset + first if which is None else slice_offset[which] + first[which]
+        counts = np.bincount(cell, minlength=n_slices * (n_radii + 1))
         return np.cumsum(counts.reshape(n_slices, n_radii + 1)[:, :-1], axis=1)
 
-    every = np.ones(slice_s.shape, bool)
     aspects, beyonds = np.arange(1.0, 1.61, 0.1), np.arange(0.0, 16.1, 1.0)
     # (shape, slice, radius) counts; int32: 119 shapes × 200 slices (0.6 mm slices) × 120
     # radii is 11 MB per array
@@ -331,7 +333,7 @@ def _fit_isotherm_model(
             first = first.astype(np.int64)
             n = len(shapes)
             shapes.append((float(aspect), float(beyond)))
-            gk[n], hk[n] = inside_per_slice(first, every), inside_per_slice(first, target_s)
+            gk[n], hk[n] = inside_per_slice(first, None), inside_per_slice(first, target_s)
             nink[n] = inside_per_slice(first, near_s)
     # summed over the slices: (shape, radius)
     g, h, nin = (a.sum(axis=1, dtype=np.float64) for a in (gk, hk, nink))
@@ -339,9 +341,7 @@ def _fit_isotherm_model(
     best = np.unravel_index(int(np.argmax(dice)), dice.shape)
     labels_tell = True
     for _ in range(3):
-        p_in = h[best] / max(g[best], 1.0)
-        p_out = (n_target - h[best]) / max(n_near - nin[best], 1.0)
-        p_in, p_out = float(np.clip(p_in, 0.02, 0.98)), float(np.clip(p_out, 0.02, 0.98))
+        p_in, p_out = _label_rates(g[best], h[best], nin[best], n_target, n_near)
         if p_in <= p_out:
             labels_tell = False  # the model's labels cannot tell ice: keep the Dice optimum
             break
@@ -377,8 +377,18 @@ def _fit_isotherm_model(
     if agreement < _MIN_MODEL_DICE and inside < _MIN_VISIBLE_INSIDE:
         return None
     out = np.full(visible.shape, -_FAR_MM, dtype=np.float32)
-    out[box] = field.reshape(tuple(int(v) for v in hi - lo))
+    out[box] = field.reshape(box_shape)
     return out
+
+
+def _label_rates(model: float, hits: float, near_in: float, target: float,
+                 near: float) -> tuple[float, float]:
+    """(p_in, p_out) of a model, clipped to [0.02, 0.98]: the share of its voxels reading
+    as ice, and of the near voxels outside it (``near`` − ``near_in``) reading as ice (the
+    ``target`` − ``hits`` voxels reading as ice are all near ones outside it)."""
+    p_in = hits / max(model, 1.0)
+    p_out = (target - hits) / max(near - near_in, 1.0)
+    return float(np.clip(p_in, 0.02, 0.98)), float(np.clip(p_out, 0.02, 0.98))
 
 
 def _slice_rates(
@@ -397,11 +407,10 @@ def _slice_rates(
     weighs as much as the ball's rates, the poles' few voxels little; screened against
     fixed priors of 50 and 1000 voxels on 35 phantom ice balls: with 50 single slices
     decided and two more balls came out 3.6-4.2 % small, the median and 1000 agreed, mean
-    volume error −0.8 and −0.9 %); a slice whose rates
-    cannot tell ice from its surroundings (p_in ≤ p_out: streaks) gets weight zero."""
-    p_in = float(np.clip(hits_k.sum() / max(model_k.sum(), 1.0), 0.02, 0.98))
-    p_out = float(np.clip((target_k.sum() - hits_k.sum())
-                          / max(near_k.sum() - near_in_k.sum(), 1.0), 0.02, 0.98))
+    volume error −0.8 and −0.9 %); a slice whose rates cannot tell ice from its
+    surroundings (p_in ≤ p_out: streaks) gets weight zero."""
+    p_in, p_out = _label_rates(model_k.sum(), hits_k.sum(), near_in_k.sum(), target_k.sum(),
+                               near_k.sum())
     prior = float(np.median(model_k[model_k > 0])) if np.any(model_k > 0) else 1.0
     pin_k = np.clip((hits_k + prior * p_in) / (model_k + prior), 0.02, 0.98)
     pout_k = np.clip((target_k - hits_k + prior * p_out)
