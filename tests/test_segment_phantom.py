@@ -200,6 +200,7 @@ def test_iceball_keeps_the_back_end_the_shaft_streaks(seed: int) -> None:
     res = segment_iceball(case.image, _centre_lps(ice, (3.0, -3.0, 2.0)))
     mask = np.asarray(res.mask.array, bool)
     truth = np.asarray(ice.array, bool)
+    # between the old fit (≤ 0.955) and the new (≥ 0.994); one 0.25 mm radius step is ~4 %
     assert dice(mask, truth) >= 0.985
     assert abs(mask.sum() / truth.sum() - 1.0) <= 0.03
 
@@ -216,6 +217,7 @@ def test_iceball_model_kept_when_streaks_leave_a_fragment_of_visible_ice() -> No
     assert res.distance_mm is not None and not any("did not fit" in q for q in res.qc)
     mask = np.asarray(res.mask.array, bool)
     truth = np.asarray(ice.array, bool)
+    # measured 0.976 / −0.4 %; the refused model's fragment read 0.43 / −71 %
     assert dice(mask, truth) >= 0.95
     assert abs(mask.sum() / truth.sum() - 1.0) <= 0.05
 
