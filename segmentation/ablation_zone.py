@@ -65,6 +65,13 @@ _FLUID_UNDER_ZONE_HU = 10.0
 #: CT: HU above the fat level from which tissue is clearly soft, not a partial-volume
 #: edge of fat (nor a zone's level)
 _CLEARLY_SOFT_ABOVE_FAT_HU = 100.0
+#: radii (mm) searched, in turn, for the soft tissue darker than its surroundings when
+#: nothing non-enhancing lies at the expected centre. The centre is the baseline tumour's
+#: seed mapped to the follow-up; where the tumour was under-covered the residual tumour
+#: grows there, and at 12 months the zone's non-enhancing part began 12 mm from it (seed
+#: 67's undercoverage patient: the 10 mm search found a fat edge, and the follow-up was
+#: lost). The wider search runs only when the nearer one finds nothing.
+_RECENTRE_RADII_MM = (10.0, 20.0)
 #: CT: radius (mm) a fluid body must hold (2 mm also takes the zone's own fat-edge rim)
 _FLUID_BODY_RADIUS_MM = 3.0
 #: share of the refined zone the bare spur opening must keep for its result to be taken
@@ -127,8 +134,10 @@ def segment_ablation_zone(
         pre_spacing_mm: voxel spacing (i, j, k) of the pre-contrast series as acquired,
             when ``pre`` was already resampled onto the post grid (default: pre's own).
         recentre: when nothing non-enhancing is found at the centre (a zone of a few mm
-            whose centre the registration missed by more than its radius), retry once
-            from the least-attenuating soft tissue within 10 mm on the post image.
+            whose centre the registration missed by more than its radius; a residual
+            tumour grown over the centre), retry from the least-attenuating soft tissue
+            within 10 mm on the post image, and when nothing is found from there either,
+            within 20 mm (``_RECENTRE_RADII_MM``).
     """
     if modality not in ("CT", "MR"):
         raise ValueError(f"segment_ablation_zone: modality must be 'CT' or 'MR', got {modality!r}")
@@ -194,12 +203,20 @@ def segment_ablation_zone(
                       "post-contrast level only")
             enhancement, strict = None, core
     if not core.any() and recentre:
-        moved = _least_attenuating_soft_point(crop, smooth, seed_kji, low_level, modality)
-        if moved is not None:
-            found = segment_ablation_zone(
-                post, pre, moved, modality=modality, half_size_mm=half_size_mm,
-                min_nodule_radius_mm=min_nodule_radius_mm, pre_spacing_mm=pre_spacing_mm,
-                recentre=False)
+        tried: list[npt.NDArray[np.float64]] = []
+        for radius_mm in _RECENTRE_RADII_MM:
+            moved = _least_attenuating_soft_point(crop, smooth, seed_kji, low_level, modality,
+                                                  radius_mm=radius_mm)
+            if moved is None or any(np.allclose(moved, t) for t in tried):
+                continue
+            tried.append(moved)
+            try:
+                found = segment_ablation_zone(
+                    post, pre, moved, modality=modality, half_size_mm=half_size_mm,
+                    min_nodule_radius_mm=min_nodule_radius_mm, pre_spacing_mm=pre_spacing_mm,
+                    recentre=False)
+            except ValueError:
+                continue  # nothing non-enhancing there either: look farther
             note = (f"nothing non-enhancing at the expected centre: zone found "
                     f"{float(np.linalg.norm(moved - center)):.1f} mm away, at the "
                     "soft tissue darker than its surroundings")
