@@ -218,3 +218,37 @@ def test_organ_mask_keeps_the_lesions_organ_not_a_separate_one() -> None:
     assert organ
     assert mask[kidney].all()
     assert not mask[other].any()
+
+
+@pytest.mark.needs_shared_data
+def test_refinement_off_a_changed_region_with_a_short_search(abdomen) -> None:
+    """The ice-ball refinement's mechanics: started 3 mm off, with a 22 mm ball beside the
+    kidney changed (frozen, −20 HU) in the moving image and left out through the fixed
+    mask, a ±6 mm search lands on the truth; started 15 mm off, the same short search
+    cannot reach it and the result is reported doubtful."""
+    fixed, kidney_lps = abdomen
+    center = fixed.index_to_lps((np.asarray(fixed.shape_ijk) - 1) / 2)
+    truth = _euler(center, (0, 0, 0), (2.4, -1.7, -121.3))
+    moving = _moving_from(fixed, truth, seed=5)
+    ice_c = transform_points_lps(truth, kidney_lps + np.array([8.0, 0.0, 0.0]))
+    k, j, i = np.indices(moving.array.shape)
+    lps = moving.index_to_lps(np.stack([i, j, k], -1).reshape(-1, 3).astype(float))
+    ball = (np.linalg.norm(lps - ice_c, axis=1) <= 22.0).reshape(moving.array.shape)
+    arr = np.asarray(moving.array).astype(np.float32)
+    arr[ball] = np.where(arr[ball] > -200.0, -20.0, arr[ball])
+    moving = moving.with_array(arr.astype(np.int16))
+    on_fixed = resample_to(moving.with_array(ball.astype(np.float32), modality=""), fixed, truth)
+    keep = fixed.with_array((np.asarray(on_fixed.array) < 0.5).astype(np.uint8), modality="")
+    near = _euler(center, (0, 0, 0), (2.4 + 3.0, -1.7, -121.3))
+    res = register_rigid(fixed, moving, fixed_mask=keep, initial=near,
+                         focus_point_lps=kidney_lps, focus_radius_mm=60.0, fine_mm=1.0,
+                         search_mm=6.0)
+    # 0.03 mm seen; the start was 3 mm off
+    assert _tre_mm(res.transform, truth, kidney_lps) <= 0.5
+    assert res.ok, res.qc
+    far = _euler(center, (0, 0, 0), (2.4 + 15.0, -1.7, -121.3))
+    res = register_rigid(fixed, moving, fixed_mask=keep, initial=far,
+                         focus_point_lps=kidney_lps, focus_radius_mm=60.0, fine_mm=1.0,
+                         search_mm=6.0)
+    assert _tre_mm(res.transform, truth, kidney_lps) >= 5.0
+    assert not res.ok
