@@ -253,9 +253,12 @@ def test_zone_found_beyond_a_residual_tumour_grown_over_the_expected_centre() ->
     res = segment_ablation_zone(case.image, render_series(case.plan, "fu2/ct_unenhanced"),
                                 centre, modality="CT")
     assert any("zone found" in q for q in res.qc)
+    # 0.970 measured (the old code raised): 0.95 is the floor the other phantom zones of
+    # this size keep
     assert dice(res.zone_mask.array, case.masks["lesion"].array) >= 0.95
     _assert_sizes(_sizes(res.zone_mask), case.truth["timepoint"])
-    # one enhancing component, the residual tumour (4.17 ml; 4.56 measured)
+    # one enhancing component, the residual tumour (4.17 ml; 4.56 measured, +9 %: its
+    # border against the zone is a partial-volume edge; 20 % is twice that)
     nodule_ml = float(np.asarray(case.masks["nodule"].array, bool).sum()
                       * case.image.voxel_volume_mm3 / 1000.0)
     assert len(res.nodule_volumes_ml) == 1

@@ -126,6 +126,8 @@ def _registration_off_the_ice(reference: Volume, intra: Volume, seed_lps: np.nda
     kji = np.argwhere(ice)
     lo_lps = ice_full.index_to_lps(kji.min(axis=0)[::-1].astype(float))
     hi_lps = ice_full.index_to_lps(kji.max(axis=0)[::-1].astype(float))
+    # the ice ball's box (LPS mm) with room for the growth: the distance map is computed
+    # there, not on the whole scan
     half = float(np.max(np.abs(hi_lps - lo_lps))) / 2.0 + _ICE_EXCLUSION_MM + 3.0
     box = ice_full.crop_around_lps((lo_lps + hi_lps) / 2.0, half)
     grown = ndi.distance_transform_edt(np.asarray(box.array) == 0,
@@ -138,12 +140,12 @@ def _registration_off_the_ice(reference: Volume, intra: Volume, seed_lps: np.nda
     reg = register_rigid(ref, intra, fixed_mask=keep, initial=transform,
                          focus_point_lps=seed_lps, focus_radius_mm=radius_mm,
                          fine_mm=_INTRA_FINE_MM, search_mm=_ICE_REFINE_SEARCH_MM)
-    moved_mm = float(np.linalg.norm(_mapped(reg.transform, seed_lps)
-                                    - _mapped(transform, seed_lps)))
     if not reg.ok:
         log.info("registration off the ice ball doubtful (%s): the first one kept",
                  "; ".join(reg.qc))
         return transform
+    moved_mm = float(np.linalg.norm(_mapped(reg.transform, seed_lps)
+                                    - _mapped(transform, seed_lps)))
     log.info("registration refined off the ice ball: lesion moved %.2f mm", moved_mm)
     return reg.transform
 
