@@ -780,6 +780,37 @@ def test_denser_unenhancing_finds_a_thin_muscle_wall_beside_fat() -> None:
     assert not got[j >= 24].any()  # the fat beyond is not muscle
 
 
+@pytest.mark.parametrize(("pre_hu", "post_hu", "is_other"), [
+    (38.0, 56.0, True),   # muscle whose unenhanced level reads low: 8 HU over the zone
+    (50.0, 44.0, True),   # muscle whose contrast level reads low: 12 HU over the zone
+    (50.0, 62.0, True),   # muscle as it should read
+    (35.0, 44.0, False),  # 5 and 12 HU over the zone: a partial-volume mix, not muscle
+    (33.0, 170.0, False),  # parenchyma: like the zone before contrast, enhancing
+    (38.0, 98.0, False),  # a nodule: enhancing
+], ids=["pre_low", "post_low", "muscle", "mixed", "parenchyma", "nodule"])
+def test_denser_unenhancing_takes_the_two_phases_together(
+        pre_hu: float, post_hu: float, is_other: bool) -> None:
+    """Muscle reads ~20 HU over a 30 HU zone before contrast and ~30 after; on σ 2 mm means
+    of a noisy image either rise alone falls under its bar (15 HU after contrast, 10
+    before) on a quarter of the muscle voxels, and the muscle those leave joins the zone
+    (seed 79's 3-month zone took a block of psoas: +5.8 mm of long axis). Tissue is also
+    denser than the zone when the two rises add up to 25 HU, each over half its bar; a
+    slab of fat-bounded tissue at each level pair, beside a 30/32 HU zone."""
+    shape = (20, 40, 48)
+    i = np.arange(shape[2])[None, None, :] * np.ones(shape)
+    zone, slab = i < 20, (i >= 28)
+    post = np.where(zone, 32.0, np.where(slab, post_hu, -100.0))
+    pre = np.where(zone, 30.0, np.where(slab, pre_hu, -100.0))
+    interior = zone & (i < 14)
+    got = _other_tissue(post, pre, interior, zone_level=32.0)
+    slab_core = slab & (i >= 34) & (i <= 42)
+    if is_other:
+        assert got[slab_core].all()
+    else:
+        assert not got[slab_core].any()
+    assert not got[zone].any()
+
+
 @pytest.mark.parametrize("zone_hu", [30.0, 20.0])
 def test_denser_unenhancing_excludes_a_fluid_pelvis_touching_the_zone(zone_hu: float) -> None:
     """Urine (8 HU on both phases) in a 12 mm pelvis touching a 30 HU zone, or a 20 HU
