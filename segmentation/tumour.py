@@ -87,6 +87,12 @@ _SPUR_BASE_MM = 1.5
 #: (> 2 mm thick) of what lies between the fitted ellipsoid and the region, and the most
 #: it may add (share of the region's volume)
 _COMPLETION_MIN_FAT_FRACTION = 0.6
+#: ... or this share when what the completion adds reads brighter than the parenchyma:
+#: then it cannot be kidney, and a fit to this much surface is sound (seed 79's
+#: clean_success tumour: its texture lifts a sector facing fat above the parenchyma
+#: midpoint, so the region's surface against that sector faces tumour, not fat; 48 % of
+#: the surface faced fat)
+_COMPLETION_MIN_FAT_FRACTION_BRIGHT = 0.4
 _COMPLETION_OPEN_MM = 1.0
 _COMPLETION_MAX_ADDED = 0.5
 #: the fitted ellipsoid is trusted only this far inside its surface: across the sector it is
@@ -214,7 +220,9 @@ def segment_tumour(
     if smoothed.sum() > 0.8 * region.sum():
         region = fill_holes_3d_and_slices(smoothed)
     if convex_fill:
-        region = _complete_round_contour(region, smooth, spacing, seed_kji, lo)
+        region = _complete_round_contour(region, smooth, spacing, seed_kji, lo,
+                                         brighter_than_hu=paren_hu,
+                                         decide=crop.array.astype(np.float32))
     return paste_into(contrast, crop, region)
 
 
@@ -574,6 +582,9 @@ def _complete_round_contour(
     spacing_mm: npt.NDArray[np.float64],
     seed_kji: tuple[int, int, int],
     fat_boundary_hu: float,
+    *,
+    brighter_than_hu: float | None = None,
+    decide: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.bool_]:
     """Give back the crescent where the tumour meets parenchyma that enhances like it.
 
@@ -591,6 +602,13 @@ def _complete_round_contour(
     Left alone when less than _COMPLETION_MIN_FAT_FRACTION of the surface faces fat (a
     cap under-determines the ellipsoid) or when the completion would add more than
     _COMPLETION_MAX_ADDED of the region (a fit gone wrong).
+
+    A sector brighter than the parenchyma (``brighter_than_hu``, its level) is tumour
+    whatever the shape says: the region stopped at the parenchyma midpoint inside the
+    tumour's own texture. Down to _COMPLETION_MIN_FAT_FRACTION_BRIGHT of the surface
+    facing fat is then enough, and the completed border against fat is re-placed at the
+    local half level on ``decide`` (the unsmoothed crop) as the region's was: the ellipsoid
+    is trusted only 1 mm inside its surface.
     """
     # everything below looks at most ~8 mm beyond the region: work on its box
     box = bbox_slices(region, np.ceil(_COMPLETION_BOX_MM / np.asarray(spacing_mm)[::-1]),
@@ -600,8 +618,11 @@ def _complete_round_contour(
     sub_seed = (seed_kji[0] - box[0].start, seed_kji[1] - box[1].start,
                 seed_kji[2] - box[2].start)
     completed = region.copy()
-    completed[box] = _complete_in_box(region[box], smooth[box], spacing_mm, sub_seed,
-                                      fat_boundary_hu)
+    completed[box], bright = _complete_in_box(region[box], smooth[box], spacing_mm, sub_seed,
+                                              fat_boundary_hu, brighter_than_hu)
+    if bright and decide is not None:
+        completed = fill_holes_3d_and_slices(
+            refine_boundary(completed, smooth, spacing_mm, seed_kji, decide=decide))
     return completed
 
 
@@ -611,8 +632,10 @@ def _complete_in_box(
     spacing_mm: npt.NDArray[np.float64],
     seed_kji: tuple[int, int, int],
     fat_boundary_hu: float,
-) -> npt.NDArray[np.bool_]:
-    """_complete_round_contour on the region's box."""
+    brighter_than_hu: float | None = None,
+) -> tuple[npt.NDArray[np.bool_], bool]:
+    """_complete_round_contour on the region's box, and whether what it added reads
+    brighter than ``brighter_than_hu`` (None: never)."""
     from skimage.measure import marching_cubes
 
     body = ndi.binary_opening(region, structure=ball_structure(spacing_mm, _BODY_OPEN_MM))
@@ -621,8 +644,11 @@ def _complete_in_box(
     facing = surface & ndi.binary_dilation(outside_fat,
                                            structure=ball_structure(spacing_mm, 1.5))
     n_facing = int(facing.sum())
-    if n_facing < _MIN_FAT_FACING_VOXELS or n_facing < _COMPLETION_MIN_FAT_FRACTION * surface.sum():
-        return region
+    share = n_facing / max(int(surface.sum()), 1)
+    if n_facing < _MIN_FAT_FACING_VOXELS or (
+            share < _COMPLETION_MIN_FAT_FRACTION
+            and (brighter_than_hu is None or share < _COMPLETION_MIN_FAT_FRACTION_BRIGHT)):
+        return region, False
     # the fat surface of the neighbour next to the tumour (kidney) crosses the same level
     # in the notch where both meet: points there pull the fit outwards on that side
     neighbour = ndi.binary_opening((smooth > fat_boundary_hu) & ~region,
@@ -630,7 +656,7 @@ def _complete_in_box(
     band = ndi.binary_dilation(facing, structure=ball_structure(spacing_mm, 1.5)) & ~(
         ndi.binary_dilation(neighbour, structure=ball_structure(spacing_mm, 2.0)))
     if not band.any():
-        return region
+        return region, False
     where = np.argwhere(band)
     box = tuple(slice(max(int(first) - 1, 0), int(last) + 2)
                 for first, last in zip(where.min(axis=0), where.max(axis=0), strict=True))
@@ -639,15 +665,15 @@ def _complete_in_box(
         verts = marching_cubes(np.asarray(smooth[box], np.float32), level=fat_boundary_hu,
                                spacing=tuple(scale_kji), mask=band[box])[0]
     except (ValueError, RuntimeError):  # no crossing of the level inside the band
-        return region
+        return region, False
     origin = np.array([b.start for b in box]) - np.asarray(seed_kji)
     points = verts + origin * scale_kji
     if len(points) < _MIN_FAT_FACING_VOXELS:
-        return region
+        return region, False
     # drop points off the fitted surface (neighbours' borders)
     fit = _robust_ellipsoid(points, min_cut_mm=1.5)
     if fit is None:
-        return region
+        return region, False
     centre, form = fit
     level2, rel_axes = _ellipsoid_level2(smooth.shape, seed_kji, scale_kji, centre, form)
     # depth below the fitted surface along the ray from its centre (mm, negative inside):
@@ -657,10 +683,14 @@ def _complete_in_box(
     gap = (depth_mm <= -_COMPLETION_INSET_MM) & ~region & (smooth > fat_boundary_hu)
     core = ndi.binary_opening(gap, structure=ball_structure(spacing_mm, _COMPLETION_OPEN_MM))
     if not core.any():
-        return region
+        return region, False
     added = gap & ndi.binary_dilation(
         core, structure=ball_structure(spacing_mm, _COMPLETION_OPEN_MM + 0.5))
     if added.sum() > _COMPLETION_MAX_ADDED * region.sum():
-        return region
+        return region, False
+    relaxed = share < _COMPLETION_MIN_FAT_FRACTION
+    if relaxed and not (brighter_than_hu is not None
+                        and float(np.median(smooth[added])) > brighter_than_hu):
+        return region, False
     completed = nearest_component(region | added, seed_kji, spacing_mm, max_distance_mm=8.0)
-    return fill_holes_3d_and_slices(completed)
+    return fill_holes_3d_and_slices(completed), relaxed
