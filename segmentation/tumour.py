@@ -208,12 +208,11 @@ def segment_tumour(
     region = fill_holes_3d_and_slices(region)
     # band voxels darker than the tumour are placed on the unsmoothed image (a Gaussian
     # puts the half level σ²/R inside a convex border: 6 % of a 0.7 ml tumour)
-    region = _refined_and_cleaned(region, smooth, spacing, seed_kji,
-                                  crop.array.astype(np.float32))
+    decide = crop.array.astype(np.float32)
+    region = _refined_and_cleaned(region, smooth, spacing, seed_kji, decide)
     if convex_fill:
         region = _complete_round_contour(region, smooth, spacing, seed_kji, lo,
-                                         brighter_than_hu=paren_hu,
-                                         decide=crop.array.astype(np.float32))
+                                         brighter_than_hu=paren_hu, decide=decide)
     return paste_into(contrast, crop, region)
 
 
@@ -652,8 +651,9 @@ def _complete_in_box(
     fat_boundary_hu: float,
     brighter_than_hu: float | None = None,
 ) -> tuple[npt.NDArray[np.bool_], bool]:
-    """_complete_round_contour on the region's box, and whether what it added reads
-    brighter than ``brighter_than_hu`` (None: never)."""
+    """_complete_round_contour on the region's box, and whether it was completed under
+    the relaxed share of fat-facing surface (what it added reads brighter than the
+    parenchyma level ``brighter_than_hu``; never when that is None)."""
     from skimage.measure import marching_cubes
 
     body = ndi.binary_opening(region, structure=ball_structure(spacing_mm, _BODY_OPEN_MM))
