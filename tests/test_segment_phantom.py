@@ -188,6 +188,8 @@ def test_tumour_with_a_sector_brighter_than_the_parenchyma() -> None:
     mask = segment_tumour(case.image, seed, unenhanced=render_series(
         case.plan, _pre_key(case)))
     got, truth = mask.array.astype(bool), case.masks["tumour"].array.astype(bool)
+    # 0.958 / −2.9 % measured against 0.846 / −25 % before; 0.93 and 5 % leave room for a
+    # voxel of border all round (the other phantom tumours read 0.94-0.98)
     assert dice(got, truth) >= 0.93
     assert abs(got.sum() / truth.sum() - 1.0) <= 0.05
 

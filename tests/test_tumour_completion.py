@@ -5,6 +5,8 @@ renders them. Fast."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -32,25 +34,34 @@ def _centres(sub: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, y, z
 
 
-def _scene(kidney_offset_mm: float, rim_hu: float, seed: int = 1
-           ) -> tuple[Volume, np.ndarray]:
-    """Fat (-100 HU); kidney parenchyma (165 HU) filling x > centre + kidney_offset_mm;
-    a sphere of radius 11 mm at 100 HU whose enhancement rises to ``rim_hu`` over the
-    3 mm next to the kidney (a textured rim that enhances like the parenchyma). Returns
-    the image and the voxel-centre truth."""
+def _sphere_scene(kidney_offset_mm: float,
+                  tumour_hu: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+                  seed: int = 1) -> tuple[Volume, np.ndarray]:
+    """Fat (-100 HU); kidney parenchyma (165 HU) filling x > centre + kidney_offset_mm
+    (LPS mm); a sphere of radius 11 mm whose attenuation at (x, y, z) mm is
+    ``tumour_hu(x, y, z)``; box partial volume and 10 HU noise. Returns the image and the
+    voxel-centre truth."""
     x, y, z = _centres(_SUB)
-    plane = _C[0] + kidney_offset_mm
     scene = np.full(x.shape, -100.0, np.float32)
-    scene[x > plane] = 165.0
+    scene[x > _C[0] + kidney_offset_mm] = 165.0
     inside = (x - _C[0]) ** 2 + (y - _C[1]) ** 2 + (z - _C[2]) ** 2 <= _R_MM**2
-    ramp = np.clip((x - (plane - 3.0)) / 3.0, 0.0, 1.0)
-    scene = np.where(inside, 100.0 + (rim_hu - 100.0) * ramp, scene)
+    scene = np.where(inside, tumour_hu(x, y, z), scene)
     arr = scene.mean(axis=(3, 4, 5))
     arr += np.random.default_rng(seed).normal(0.0, 10.0, _SHAPE).astype(np.float32)
     xc, yc, zc = _centres(1)
     truth = ((xc - _C[0]) ** 2 + (yc - _C[1]) ** 2 + (zc - _C[2]) ** 2 <= _R_MM**2)[..., 0, 0, 0]
     image = Volume.from_geometry(arr, origin_lps=(0, 0, 0), spacing_mm=_SPACING, modality="CT")
     return image, truth
+
+
+def _scene(kidney_offset_mm: float, rim_hu: float, seed: int = 1
+           ) -> tuple[Volume, np.ndarray]:
+    """:func:`_sphere_scene` with the sphere at 100 HU, its enhancement rising to
+    ``rim_hu`` over the 3 mm next to the kidney (a textured rim that enhances like the
+    parenchyma)."""
+    plane = _C[0] + kidney_offset_mm
+    return _sphere_scene(kidney_offset_mm, lambda x, y, z: 100.0 + (rim_hu - 100.0)
+                         * np.clip((x - (plane - 3.0)) / 3.0, 0.0, 1.0), seed)
 
 
 @pytest.mark.parametrize("kidney_offset_mm", [5.0, 6.0])
@@ -135,22 +146,12 @@ def test_completion_of_a_lobulated_tumour_stays_inside_its_border() -> None:
 
 
 def _bright_sector_scene(lobe_hu: float, seed: int = 1) -> tuple[Volume, np.ndarray]:
-    """Fat, kidney parenchyma (165 HU) filling x > centre + 6 mm, and the 11 mm sphere at
-    110 HU whose enhancement rises to ``lobe_hu`` over 3 mm from 3 mm past the centre
-    along +y: a sector (a quarter of the tumour) facing fat and touching the kidney, as
-    a clear-cell tumour's texture makes one (seed 79's clean_success tumour)."""
-    x, y, z = _centres(_SUB)
-    scene = np.full(x.shape, -100.0, np.float32)
-    scene[x > _C[0] + 6.0] = 165.0
-    inside = (x - _C[0]) ** 2 + (y - _C[1]) ** 2 + (z - _C[2]) ** 2 <= _R_MM**2
-    ramp = np.clip((y - _C[1] - 3.0) / 3.0, 0.0, 1.0)
-    scene = np.where(inside, 110.0 + (lobe_hu - 110.0) * ramp, scene)
-    arr = scene.mean(axis=(3, 4, 5))
-    arr += np.random.default_rng(seed).normal(0.0, 10.0, _SHAPE).astype(np.float32)
-    xc, yc, zc = _centres(1)
-    truth = ((xc - _C[0]) ** 2 + (yc - _C[1]) ** 2 + (zc - _C[2]) ** 2 <= _R_MM**2)[..., 0, 0, 0]
-    image = Volume.from_geometry(arr, origin_lps=(0, 0, 0), spacing_mm=_SPACING, modality="CT")
-    return image, truth
+    """:func:`_sphere_scene` with the kidney 6 mm from the centre and the sphere at 110 HU,
+    its enhancement rising to ``lobe_hu`` over 3 mm from 3 mm past the centre along +y: a
+    sector (a quarter of the tumour) facing fat and touching the kidney, as a clear-cell
+    tumour's texture makes one (seed 79's clean_success tumour)."""
+    return _sphere_scene(6.0, lambda x, y, z: 110.0 + (lobe_hu - 110.0)
+                         * np.clip((y - _C[1] - 3.0) / 3.0, 0.0, 1.0), seed)
 
 
 @pytest.mark.parametrize("lobe_hu", [210.0, 230.0])
@@ -164,10 +165,12 @@ def test_tumour_sector_brighter_than_the_parenchyma_is_completed(lobe_hu: float)
     image, truth = _bright_sector_scene(lobe_hu)
     mask = segment_tumour(image, _C - np.array([0.0, 5.0, 0.0]), half_size_mm=30.0)
     got = mask.array.astype(bool)
+    # 0.988 / −2.2 % measured, 0.85 / −26 % left alone; 0.96 and 4 % are the other
+    # completion tests' floor here (the ellipsoid trusted 1 mm inside its surface)
     assert dice(got, truth) >= 0.96
     assert abs(got.sum() / truth.sum() - 1.0) < 0.04
     x = (np.arange(_SHAPE[2]) * _SPACING[0])[None, None, :]
-    assert not (got & (x > _C[0] + _R_MM + 1.5)).any()
+    assert not (got & (x > _C[0] + _R_MM + 1.5)).any()  # no kidney beyond the sphere
 
 
 def test_tumour_sector_at_the_parenchyma_level_is_not_completed_on_a_small_fat_share() -> None:
@@ -187,4 +190,4 @@ def test_tumour_sector_at_the_parenchyma_level_is_not_completed_on_a_small_fat_s
     assert (completed & ~region).sum() == 0
     x = (np.arange(_SHAPE[2]) * _SPACING[0])[None, None, :]
     assert not (with_completion & (x > _C[0] + _R_MM + 1.5)).any()
-    assert with_completion.sum() <= truth.sum()
+    assert with_completion.sum() <= truth.sum()  # it reads −23 %: nothing was added
