@@ -197,6 +197,54 @@ def smooth_mask(
     return np.asarray(closed[pad:-pad, pad:-pad, pad:-pad])
 
 
+def regularised(
+    mask: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float64], sigma_mm: float,
+    curvature_sigma_mm: float,
+) -> npt.NDArray[np.bool_]:
+    """The mask's signed distance map smoothed by a Gaussian of ``sigma_mm`` and
+    thresholded at 0: one-voxel bumps and dents (noise at a per-voxel border) go, the
+    outline stays. Smoothing moves a convex border inwards by σ²/2 times the Laplacian
+    of the distance (σ²/R on a sphere, σ²/2·(1/a + 1/b) for principal radii a, b);
+    with ``curvature_sigma_mm`` > 0 that term, measured on the distance map smoothed at
+    that larger scale (so one-voxel bumps do not count), is added back."""
+    sp_kji = np.asarray(spacing_mm, float)[::-1]
+    margin = np.ceil((4.0 * max(sigma_mm, curvature_sigma_mm) + 2.0) / sp_kji).astype(int)
+    box = bbox_slices(mask, margin)
+    if box is None:
+        return mask
+    sub = mask[box]
+    pad = [(int(m), int(m)) for m in margin]
+    sub = np.pad(sub, pad)
+    dist = (ndi.distance_transform_edt(sub, sampling=sp_kji)
+            - ndi.distance_transform_edt(~sub, sampling=sp_kji)).astype(np.float32)
+    level = ndi.gaussian_filter(dist, sigma_mm / sp_kji, truncate=3.0)
+    if curvature_sigma_mm > 0:
+        sig2 = curvature_sigma_mm / sp_kji
+        lap = sum(
+            ndi.gaussian_filter(dist, sig2, order=[2 if a == ax else 0 for a in range(3)],
+                                truncate=3.0) / sp_kji[ax] ** 2
+            for ax in range(3))
+        level = level - 0.5 * sigma_mm**2 * lap
+    inner = level > 0
+    inner = inner[tuple(slice(m, -m) for m in margin)]
+    out = np.zeros_like(mask)
+    out[box] = inner
+    return out
+
+
+def give_back_shaved(
+    region: npt.NDArray[np.bool_], opened: npt.NDArray[np.bool_],
+    spacing_mm: npt.NDArray[np.float64], spur_base_mm: float = 1.5,
+) -> npt.NDArray[np.bool_]:
+    """The opened region plus what the opening took within one voxel of it, except within
+    ``spur_base_mm`` of what it took farther out (a spur: its base would lengthen the
+    calipers)."""
+    near = ndi.binary_dilation(opened)
+    spur = region & ~near
+    base = ndi.binary_dilation(spur, structure=ball_structure(spacing_mm, spur_base_mm))
+    return opened | (region & near & ~base)
+
+
 def dice(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
     """Dice overlap of two binary arrays of the same shape (1.0 when both are empty)."""
     a = np.asarray(a, bool)

@@ -36,10 +36,12 @@ from segmentation._common import (
     bbox_slices,
     convex_hull_mask,
     fill_holes_3d_and_slices,
+    give_back_shaved,
     nearest_component,
     paste_into,
     point_index_kji,
     refine_boundary,
+    regularised,
     require_inside,
     smooth_mask,
 )
@@ -80,8 +82,6 @@ _LEAK_ENVELOPE_SCALE = 1.1
 _ENVELOPE_SCALE = 1.0
 #: σ of the Gaussian on the mask's signed distance that removes one-voxel bumps and dents
 _REGULARISE_MM = 0.8
-#: shaved voxels this close to a spur the opening removed are its base, not outline
-_SPUR_BASE_MM = 1.5
 #: contour completion against iso-enhancing parenchyma (_complete_round_contour): share
 #: of the surface that must face fat, opening radius that keeps only a real crescent
 #: (> 2 mm thick) of what lies between the fitted ellipsoid and the region, and the most
@@ -231,60 +231,13 @@ def _refined_and_cleaned(
     opened = smooth_mask(region, spacing_mm, 2.0)
     opened = nearest_component(opened, seed_kji, spacing_mm, max_distance_mm=8.0)
     if opened.sum() > 0.8 * region.sum():
-        region = fill_holes_3d_and_slices(_give_back_shaved(region, opened, spacing_mm))
+        region = fill_holes_3d_and_slices(give_back_shaved(region, opened, spacing_mm))
     # the per-voxel border leaves one-voxel bumps (noise) that lengthen calipers
-    smoothed = nearest_component(_regularised(region, spacing_mm, _REGULARISE_MM, 2.0),
+    smoothed = nearest_component(regularised(region, spacing_mm, _REGULARISE_MM, 2.0),
                                  seed_kji, spacing_mm, max_distance_mm=8.0)
     if smoothed.sum() > 0.8 * region.sum():
         region = fill_holes_3d_and_slices(smoothed)
     return region
-
-
-def _give_back_shaved(
-    region: npt.NDArray[np.bool_], opened: npt.NDArray[np.bool_],
-    spacing_mm: npt.NDArray[np.float64],
-) -> npt.NDArray[np.bool_]:
-    """The opened region plus what the opening took within one voxel of it, except within
-    1.5 mm of what it took farther out (a spur: its base would lengthen the calipers)."""
-    near = ndi.binary_dilation(opened)
-    spur = region & ~near
-    base = ndi.binary_dilation(spur, structure=ball_structure(spacing_mm, _SPUR_BASE_MM))
-    return opened | (region & near & ~base)
-
-
-def _regularised(
-    mask: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float64], sigma_mm: float,
-    curvature_sigma_mm: float,
-) -> npt.NDArray[np.bool_]:
-    """The mask's signed distance map smoothed by a Gaussian of ``sigma_mm`` and
-    thresholded at 0: one-voxel bumps and dents (noise at a per-voxel border) go, the
-    outline stays. Smoothing moves a convex border inwards by σ²/2 times the Laplacian
-    of the distance (σ²/R on a sphere, σ²/2·(1/a + 1/b) for principal radii a, b);
-    with ``curvature_sigma_mm`` > 0 that term, measured on the distance map smoothed at
-    that larger scale (so one-voxel bumps do not count), is added back."""
-    sp_kji = np.asarray(spacing_mm, float)[::-1]
-    margin = np.ceil((4.0 * max(sigma_mm, curvature_sigma_mm) + 2.0) / sp_kji).astype(int)
-    box = bbox_slices(mask, margin)
-    if box is None:
-        return mask
-    sub = mask[box]
-    pad = [(int(m), int(m)) for m in margin]
-    sub = np.pad(sub, pad)
-    dist = (ndi.distance_transform_edt(sub, sampling=sp_kji)
-            - ndi.distance_transform_edt(~sub, sampling=sp_kji)).astype(np.float32)
-    level = ndi.gaussian_filter(dist, sigma_mm / sp_kji, truncate=3.0)
-    if curvature_sigma_mm > 0:
-        sig2 = curvature_sigma_mm / sp_kji
-        lap = sum(
-            ndi.gaussian_filter(dist, sig2, order=[2 if a == ax else 0 for a in range(3)],
-                                truncate=3.0) / sp_kji[ax] ** 2
-            for ax in range(3))
-        level = level - 0.5 * sigma_mm**2 * lap
-    inner = level > 0
-    inner = inner[tuple(slice(m, -m) for m in margin)]
-    out = np.zeros_like(mask)
-    out[box] = inner
-    return out
 
 
 def tissue_levels_hu(

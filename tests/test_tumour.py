@@ -8,8 +8,8 @@ import pytest
 from scipy import ndimage as ndi
 
 from pipeline.image import Volume
-from segmentation._common import dice
-from segmentation.tumour import _fat_envelope, _fit_ellipsoid, _regularised, segment_tumour
+from segmentation._common import dice, regularised
+from segmentation.tumour import _fat_envelope, _fit_ellipsoid, segment_tumour
 
 
 def test_fit_ellipsoid_recovers_an_ellipsoid_from_the_half_facing_fat() -> None:
@@ -100,11 +100,11 @@ def test_regularised_removes_one_voxel_bumps_and_keeps_a_sphere() -> None:
         idx = np.argwhere(sel)
         pick = idx[rng.choice(len(idx), 25, replace=False)]
         noisy[tuple(pick.T)] = value
-    out = _regularised(noisy, _SP_MM, 0.7, 2.0)
+    out = regularised(noisy, _SP_MM, 0.7, 2.0)
     assert (out & ~truth).sum() <= 5 and (truth & ~out).sum() <= 20
-    plain = _regularised(truth, _SP_MM, 0.8, 0.0)
+    plain = regularised(truth, _SP_MM, 0.8, 0.0)
     assert plain.sum() < 0.98 * truth.sum()  # without the curvature term it shrinks
-    assert abs(_regularised(truth, _SP_MM, 0.8, 2.0).sum() / truth.sum() - 1.0) < 0.005
+    assert abs(regularised(truth, _SP_MM, 0.8, 2.0).sum() / truth.sum() - 1.0) < 0.005
 
 
 # ------------------------------------------- envelope against a leak into the kidney
