@@ -299,3 +299,25 @@ def test_zone_found_when_the_pre_contrast_image_does_not_match() -> None:
     # measured −12 % volume (same limitation as the sphere fu2 case above)
     _assert_sizes(_sizes(res.zone_mask), case.truth["timepoint"], diam_3d_mm=2.5,
                   volume_pct=15.0)
+
+
+@pytest.mark.parametrize(("scenario", "seed", "index", "study", "min_dice", "volume_pct"), [
+    # 1.9 ml 12-month zone: Dice 0.932, volume −12.9 % before (pole slices' partial volume
+    # judged against parenchyma read 15-25 HU dark on the smoothed image; the band
+    # opening's shave); 0.964, −6.5 % after
+    ("benign_rim", 61, 7, "fu2", 0.95, 10.0),
+    # 0.75 ml 9-month endophytic zone: 0.896, −15.9 % before; 0.937, −11.4 % after (still
+    # short: its partial-volume voxels with the parenchyma read like muscle beside the
+    # zone, +25 HU, and the border stops there)
+    ("endophytic_papillary", 67, 1, "fu2", 0.92, 14.0),
+])
+def test_small_late_zones_keep_their_border(scenario: str, seed: int, index: int, study: str,
+                                            min_dice: float, volume_pct: float) -> None:
+    case = phantom_case(scenario, study=study, seed=seed, index=index, small=False)
+    centre = np.asarray(case.truth["timepoint"]["centroid_lps"]) + np.array([2.0, -2.0, 2.0])
+    res = segment_ablation_zone(case.image, render_series(case.plan, _pre_key(case)), centre,
+                                modality="CT")
+    assert dice(res.zone_mask.array, case.masks["lesion"].array) >= min_dice
+    got = _sizes(res.zone_mask)
+    truth = case.truth["timepoint"]
+    assert abs(got["volume_ml"] / truth["volume_ml"] - 1.0) * 100.0 <= volume_pct
