@@ -8,6 +8,9 @@ volume: analytic scenes with the phantom's box-filter partial volume (sub-sample
   half level moved into the zone and its pole slices were cut (-4 to -13 % of volume).
 * The per-voxel border leaves one-voxel bumps and dents (noise) that lengthen calipers:
   the zone is regularised as the tumour is.
+* A small zone inside the kidney on 2.5 mm slices: its partial-volume voxels read above the
+  zone window, the core lies far inside the border, and two more refinement passes follow
+  when the first two grew it by over 30 % (phantom zones: tests/test_segment_phantom.py).
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def test_a_zone_on_three_5mm_mr_slices_is_refined(semi_mm, kidney_beyond_mm, min
                                                    seed) -> None:
     """1.5 mm pixels, 5 mm slices, the zone centred on a slice (held-out seed 109's
     12-month MR zone: Dice 0.52, volume −66 %). With the window's core kept: Dice
-    0.64-0.69 (6 mm zone) and 0.91-0.94 (7 mm); refined: 0.90-0.92 and 0.98-1.00. The
+    0.64-0.69 (6 mm zone) and 0.91-0.94 (7 mm); refined: 0.90-0.92 and 0.97-1.00. The
     bars leave room for the pole slices, each a third of such a zone, where the partial
     volume with fat and kidney decides a few voxels."""
     pre, post, truth, centre = _scene(semi_mm, (1.5, 1.5, 5.0), (9, 50, 50), "MR",
@@ -88,7 +91,7 @@ def test_a_small_ct_zone_keeps_its_pole_slices() -> None:
     """A 7.5 × 7.5 × 6.5 mm zone (1.5 ml, a 12-month zone) on 0.76 × 2.5 mm voxels,
     kidney from 5 mm beyond its centre, six noise and slice-position draws. With the
     outside level read on the smoothed image: volume −4.9 % on average (−8.3 % worst),
-    Dice 0.970; on the unsmoothed image −2.3 % (−3.3 %), Dice 0.985."""
+    Dice 0.970; on the unsmoothed image −2.5 % (−4.4 %), Dice 0.983."""
     errors_pct, dices = [], []
     for seed, z_offset_mm in itertools.product((0, 1, 2), (0.0, 0.9)):
         pre, post, truth, centre = _scene((7.5, 7.5, 6.5), (0.76, 0.76, 2.5), (24, 92, 92),
