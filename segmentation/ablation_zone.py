@@ -80,9 +80,6 @@ _FLUID_BODY_RADIUS_MM = 3.0
 #: share of the refined zone the bare spur opening must keep for its result to be taken
 #: (less: the zone is too small or thin for the ball)
 _OPENING_KEEPS = 0.8
-#: a zone whose reconstructed body is at least this large (ml; a 20 mm ball is 4.2 ml) is
-#: thick: what the opening takes from it, down to _THICK_ZONE_KEEPS of it kept after the
-#: reconstruction, is a band the zone window followed, not zone
 #: the border refinement moves the border by at most 2 mm a pass (two passes): when they
 #: grew the window's core by more than this factor, the core lay far inside the border (a
 #: small late zone whose partial-volume voxels with the parenchyma read above the window,
@@ -91,6 +88,9 @@ _OPENING_KEEPS = 0.8
 #: of 75 smaller ones, off-target 9 -> 5 (all 207: 19 -> 14). Three passes for every zone
 #: instead: one zone's border ran along a spur (3D diameter +9.5 mm)
 _STILL_MOVING_GROWTH = 1.3
+#: a zone whose reconstructed body is at least this large (ml; a 20 mm ball is 4.2 ml) is
+#: thick: what the opening takes from it, down to _THICK_ZONE_KEEPS of it kept after the
+#: reconstruction, is a band the zone window followed, not zone
 _THICK_ZONE_ML = 4.0
 _THICK_ZONE_KEEPS = 0.5
 #: σ (mm) of the Gaussian on the zone mask's signed distance that removes one-voxel bumps
