@@ -34,13 +34,12 @@ from segmentation._common import (
     distance_from_index_mm,
     fill_holes_3d_and_slices,
     ncc,
-    nearest_component,
     paste_into,
     point_index_kji,
     refine_boundary,
-    regularised,
     require_inside,
     smooth_mask,
+    without_voxel_noise,
 )
 
 __all__ = ["ZoneResult", "segment_ablation_zone", "ENHANCING_HU", "ENHANCING_PCT"]
@@ -272,9 +271,9 @@ def segment_ablation_zone(
                      min_contrast=20.0 if modality == "CT" else 0.15 * zone_level,
                      raw=_floored(crop.array, air_floor, low_level), inside_level=zone_level,
                      level_beyond_inner=modality == "MR")
-    n_window = int(hull.sum())
+    n_window_voxels = int(hull.sum())
     hull = refine(hull)
-    if hull.sum() > _STILL_MOVING_GROWTH * n_window:
+    if hull.sum() > _STILL_MOVING_GROWTH * n_window_voxels:
         hull = refine(hull)
     # the band reaches one slice past each pole per pass: what it grows on a slice the
     # zone did not reach must be more than a line of voxels (a partial-volume thread where
@@ -358,12 +357,9 @@ def segment_ablation_zone(
     zone = _without_spurs(zone & ~_parenchyma_at_nodules(zone & ~hull, bodies, hull, crop.array,
                                                          lo, spacing), spacing)
     # the per-voxel border leaves one-voxel bumps and dents (noise) that lengthen the
-    # calipers: regularised as the tumour's, unless that takes a fifth of the zone
-    smoothed = nearest_component(
-        regularised(zone, spacing, _REGULARISE_MM, _REGULARISE_CURVATURE_MM), seed_kji, spacing,
-        max_distance_mm=8.0)
-    if smoothed.sum() > 0.8 * zone.sum():
-        zone = fill_holes_3d_and_slices(smoothed)
+    # calipers: cleaned as the tumour's
+    zone = without_voxel_noise(zone, spacing, seed_kji, _REGULARISE_MM,
+                               _REGULARISE_CURVATURE_MM)
     labels, n = ndi.label(nodules, structure=np.ones((3, 3, 3), bool))
     voxel_ml = crop.voxel_volume_mm3 / 1000.0
     volumes = [float((labels == i).sum() * voxel_ml) for i in range(1, n + 1)]

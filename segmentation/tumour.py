@@ -41,9 +41,9 @@ from segmentation._common import (
     paste_into,
     point_index_kji,
     refine_boundary,
-    regularised,
     require_inside,
     smooth_mask,
+    without_voxel_noise,
 )
 
 __all__ = ["segment_tumour", "tissue_levels_hu", "transfer_mask"]
@@ -233,11 +233,7 @@ def _refined_and_cleaned(
     if opened.sum() > 0.8 * region.sum():
         region = fill_holes_3d_and_slices(give_back_shaved(region, opened, spacing_mm))
     # the per-voxel border leaves one-voxel bumps (noise) that lengthen calipers
-    smoothed = nearest_component(regularised(region, spacing_mm, _REGULARISE_MM, 2.0),
-                                 seed_kji, spacing_mm, max_distance_mm=8.0)
-    if smoothed.sum() > 0.8 * region.sum():
-        region = fill_holes_3d_and_slices(smoothed)
-    return region
+    return without_voxel_noise(region, spacing_mm, seed_kji, _REGULARISE_MM, 2.0)
 
 
 def tissue_levels_hu(

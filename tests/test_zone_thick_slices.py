@@ -25,6 +25,7 @@ from measurements import volume_ml
 from pipeline.image import Volume
 from segmentation import segment_ablation_zone
 from segmentation._common import dice
+from tests.test_segment_common import _partial_volume
 
 
 def _scene(semi_mm: tuple[float, float, float], spacing_mm: tuple[float, float, float],
@@ -44,17 +45,13 @@ def _scene(semi_mm: tuple[float, float, float], spacing_mm: tuple[float, float, 
         return (((x - centre[0]) / semi_mm[0]) ** 2 + ((y - centre[1]) / semi_mm[1]) ** 2
                 + ((z - centre[2]) / semi_mm[2]) ** 2) <= 1.0
 
-    zone_f, kidney_f = np.zeros(shape_kji, np.float32), np.zeros(shape_kji, np.float32)
     n_in, n_along = (3, 10) if modality == "MR" else (2, 8)
-    in_plane = (np.arange(n_in) + 0.5) / n_in - 0.5
-    along = (np.arange(n_along) + 0.5) / n_along - 0.5
-    for a, b, c in itertools.product(in_plane, in_plane, along):
-        x, y, z = ((i + a) * spacing_mm[0], (j + b) * spacing_mm[1], (k + c) * spacing_mm[2])
-        zone = inside(x, y, z)
-        zone_f += zone
-        kidney_f += (x > centre[0] + tissue_beyond_x_mm) & ~zone
-    n = len(in_plane) ** 2 * len(along)
-    zone_f, kidney_f = zone_f / n, kidney_f / n
+    samples = (n_in, n_in, n_along)
+    zone_f = _partial_volume(lambda x, y, z: inside(x, y, z).astype(float), shape_kji,
+                             spacing_mm, samples)
+    kidney_f = _partial_volume(
+        lambda x, y, z: ((x > centre[0] + tissue_beyond_x_mm) & ~inside(x, y, z)).astype(float),
+        shape_kji, spacing_mm, samples)
     fat_f = 1.0 - zone_f - kidney_f
     truth = inside(i * spacing_mm[0], j * spacing_mm[1], k * spacing_mm[2])
     rng = np.random.default_rng(seed)
@@ -101,6 +98,8 @@ def test_a_small_ct_zone_keeps_its_pole_slices() -> None:
         true_ml = 4.0 / 3.0 * np.pi * 7.5 * 7.5 * 6.5 / 1000.0
         errors_pct.append(100.0 * (volume_ml(res.zone_mask.with_array(zone)) / true_ml - 1.0))
         dices.append(dice(zone, truth))
+    # bars between old and new: mean 3 % (old −4.9, new −2.5), worst draw 5 % (old
+    # −8.3, new −4.4; one pole slice of this zone is ~6 % of it), Dice 0.98 (0.970 / 0.983)
     assert abs(float(np.mean(errors_pct))) <= 3.0, errors_pct
     assert min(errors_pct) >= -5.0, errors_pct
     assert float(np.mean(dices)) >= 0.98, dices
@@ -118,6 +117,9 @@ def test_the_zone_border_has_no_one_voxel_bumps() -> None:
     cross = np.zeros((1, 3, 3), int)
     cross[0, 1, :] = cross[0, :, 1] = 1
     neighbours = ndi.convolve(zone.astype(int), cross, mode="constant") - zone
+    # two of each allowed: a pole slice's last few voxels can keep a corner (one seen);
+    # the old border had an order of magnitude more. Dice 0.992 lies between the old
+    # 0.990 and the new 0.994 (this zone's border ring is ~4 % of its voxels)
     assert int((zone & (neighbours <= 1)).sum()) <= 2
     assert int((~zone & (neighbours >= 3)).sum()) <= 2
     assert dice(zone, truth) >= 0.992
