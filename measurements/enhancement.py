@@ -316,7 +316,8 @@ def ct_enhancement_at_pre_slabs(
     pre_vals = np.asarray(pre_hu.array)[grid[:, 2], grid[:, 1], grid[:, 0]].astype(np.float64)
     interior = _interior(raw, spacing_kji)
     if not interior.any():  # two contrast slices: none between two others
-        interior = _eroded_in_plane(raw, spacing_kji, float(max(spacing_kji[1:])))
+        pixel_mm = float(max(spacing_kji[1:]))
+        interior = _eroded_in_plane(raw, spacing_kji, pixel_mm)
     all_in = np.ones(len(grid), dtype=bool)
     post_sum = np.zeros(len(grid), dtype=np.float64)
     interior_sum = np.zeros(len(grid), dtype=np.float64)

@@ -86,6 +86,39 @@ def _scene(rim_hu: float = 0.0, fat_side: str = "above"):
     return tissue
 
 
+def _zone_in_parenchyma(axes_mm, centre_dz_mm: float):
+    """tissue(points) → (unenhanced HU, contrast HU): an ellipsoidal dead zone of semi-axes
+    ``axes_mm`` (x, y, z), centred ``centre_dz_mm`` above CENTRE, inside enhancing
+    parenchyma everywhere (an endophytic zone)."""
+    axes = np.asarray(axes_mm, float)
+    centre = CENTRE + np.array([0.0, 0.0, centre_dz_mm])
+
+    def tissue(p: npt.NDArray[np.float64]) -> tuple[np.ndarray, np.ndarray]:
+        zone = np.sum(((p - centre) / axes) ** 2, axis=1) <= 1.0
+        return (np.where(zone, ZONE_HU[0], PARENCHYMA_HU[0]),
+                np.where(zone, ZONE_HU[1], PARENCHYMA_HU[1]))
+    return tissue
+
+
+def _noisy_readings(post0: Volume, pre0: Volume, draws: int = 20) -> list[float]:
+    """ΔHU of the zone segmented on the noise-free contrast image (voxels below the
+    zone/parenchyma midpoint), read on the slabs over ``draws`` draws of scanner noise:
+    SD 12 HU on the contrast series, 8 HU on the unenhanced one (fixed seed)."""
+    segmented = np.asarray(post0.array) < 0.5 * (ZONE_HU[1] + PARENCHYMA_HU[1])
+    rng = np.random.default_rng(7)
+    readings = []
+    for _ in range(draws):
+        post = post0.with_array(np.asarray(post0.array)
+                                + rng.normal(0, 12.0, post0.array.shape).astype(np.float32))
+        pre = pre0.with_array(np.asarray(pre0.array)
+                              + rng.normal(0, 8.0, pre0.array.shape).astype(np.float32))
+        res = ct_enhancement_at_pre_slabs(pre, post, post.with_array(segmented, modality=""),
+                                          refine_alignment=False, erode_mm=0.5)
+        assert res.delta_hu is not None
+        readings.append(res.delta_hu)
+    return readings
+
+
 @pytest.fixture(scope="module")
 def phases() -> tuple[Volume, Volume, Volume]:
     tissue = _scene()
@@ -206,14 +239,7 @@ def test_small_zone_in_parenchyma_reads_its_own_enhancement(
     subtraction while it reads like the zone unenhanced. Measured on the whole slab these
     geometries read +9 to +30 HU (a dead zone called equivocal or enhancing); from the
     mask's interior they read the true +2."""
-    axes = np.asarray(axes_mm)
-    centre = CENTRE + np.array([0.0, 0.0, centre_dz_mm])
-
-    def tissue(p: npt.NDArray[np.float64]) -> tuple[np.ndarray, np.ndarray]:
-        zone = np.sum(((p - centre) / axes) ** 2, axis=1) <= 1.0
-        return (np.where(zone, ZONE_HU[0], PARENCHYMA_HU[0]),
-                np.where(zone, ZONE_HU[1], PARENCHYMA_HU[1]))
-
+    tissue = _zone_in_parenchyma(axes_mm, centre_dz_mm)
     post = _render(_grid((0.8, 0.8, contrast_slice_mm), 14.0), tissue, 1, sub=(2, 2, 6))
     pre = _render(_grid((0.8, 0.8, slab_mm), 16.0), tissue, 0, sub=(2, 2, 6))
     segmented = np.asarray(post.array) < 0.5 * (ZONE_HU[1] + PARENCHYMA_HU[1])
@@ -230,28 +256,10 @@ def test_small_zone_in_parenchyma_with_noise_is_not_called_enhancing() -> None:
     scanner noise (SD 12 HU contrast, 8 HU on the thicker unenhanced slices): over 20
     noise draws it reads its true +2 on average (within 1.5 HU) and never reaches the
     equivocal level (the whole-slab reading averaged +15)."""
-    axes = np.array([6.0, 6.0, 4.5])
-    centre = CENTRE + np.array([0.0, 0.0, 1.5])
-
-    def tissue(p: npt.NDArray[np.float64]) -> tuple[np.ndarray, np.ndarray]:
-        zone = np.sum(((p - centre) / axes) ** 2, axis=1) <= 1.0
-        return (np.where(zone, ZONE_HU[0], PARENCHYMA_HU[0]),
-                np.where(zone, ZONE_HU[1], PARENCHYMA_HU[1]))
-
+    tissue = _zone_in_parenchyma((6.0, 6.0, 4.5), 1.5)
     post0 = _render(_grid((0.8, 0.8, 3.0), 14.0), tissue, 1, sub=(2, 2, 6))
     pre0 = _render(_grid((0.8, 0.8, 3.0), 16.0), tissue, 0, sub=(2, 2, 6))
-    segmented = np.asarray(post0.array) < 0.5 * (ZONE_HU[1] + PARENCHYMA_HU[1])
-    rng = np.random.default_rng(7)
-    readings = []
-    for _ in range(20):
-        post = post0.with_array(np.asarray(post0.array)
-                                + rng.normal(0, 12.0, post0.array.shape).astype(np.float32))
-        pre = pre0.with_array(np.asarray(pre0.array)
-                              + rng.normal(0, 8.0, pre0.array.shape).astype(np.float32))
-        res = ct_enhancement_at_pre_slabs(pre, post, post.with_array(segmented, modality=""),
-                                          refine_alignment=False, erode_mm=0.5)
-        assert res.delta_hu is not None
-        readings.append(res.delta_hu)
+    readings = _noisy_readings(post0, pre0)
     # 20 readings of ~100 voxels each (median SE ~1.3 HU): their mean lies within 1.5 HU
     # of the truth unless biased; no single one may reach the equivocal level (10 HU)
     assert np.mean(readings) == pytest.approx(2.0, abs=1.5), readings
@@ -274,29 +282,11 @@ def test_late_zone_on_other_grids_is_not_called_equivocal(centre_dz_mm,
     scanner noise they lift it (20 draws averaged +4 to +12 HU, up to +14.5). A slab on
     the edge alone that reads brighter is not read; a zone on two contrast slices (no
     interior along the slices) takes its in-plane interior as the reference."""
-    axes = np.array([5.5, 4.3, 4.2])
-    centre = CENTRE + np.array([0.0, 0.0, centre_dz_mm])
-
-    def tissue(p: npt.NDArray[np.float64]) -> tuple[np.ndarray, np.ndarray]:
-        zone = np.sum(((p - centre) / axes) ** 2, axis=1) <= 1.0
-        return (np.where(zone, ZONE_HU[0], PARENCHYMA_HU[0]),
-                np.where(zone, ZONE_HU[1], PARENCHYMA_HU[1]))
-
+    tissue = _zone_in_parenchyma((5.5, 4.3, 4.2), centre_dz_mm)
     post0 = _render(_grid((0.75, 0.75, 3.0), 14.0), tissue, 1, sub=(2, 2, 6))
     pre0 = _render(_grid((0.81, 0.81, 3.0), 16.0, z_offset_mm=pre_offset_mm), tissue, 0,
                    sub=(2, 2, 6))
-    segmented = np.asarray(post0.array) < 0.5 * (ZONE_HU[1] + PARENCHYMA_HU[1])
-    rng = np.random.default_rng(7)
-    readings = []
-    for _ in range(20):
-        post = post0.with_array(np.asarray(post0.array)
-                                + rng.normal(0, 12.0, post0.array.shape).astype(np.float32))
-        pre = pre0.with_array(np.asarray(pre0.array)
-                              + rng.normal(0, 8.0, pre0.array.shape).astype(np.float32))
-        res = ct_enhancement_at_pre_slabs(pre, post, post.with_array(segmented, modality=""),
-                                          refine_alignment=False, erode_mm=0.5)
-        assert res.delta_hu is not None
-        readings.append(res.delta_hu)
+    readings = _noisy_readings(post0, pre0)
     # the fixed readings average +2.6 to +4.0 (20 draws of ~70-130 voxels; the two-slice
     # zone keeps some z partial volume in its in-plane interior) and peak at +7.6; before,
     # +4.7 to +11.9 and +14.5: a mean within 2.5 HU of the truth and no single reading at
