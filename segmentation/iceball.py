@@ -42,6 +42,18 @@ _MIN_MODEL_DICE = 0.5  # agreement of the fitted model with the visible ice to a
 #: leave the visible ice a fragment of the model (see _fit_isotherm_model)
 _MIN_VISIBLE_INSIDE = 0.9
 _TISSUE_HU = 35.0
+#: frozen fat reads this much above unfrozen fat. Where the ice-ball border lies in fat a
+#: voxel half frozen reads halfway between the two, so that is where the fat-side level
+#: of the visible ice sits. The midpoint between fat and the ice in tissue (−75 HU for ice
+#: at −50) is 5 HU higher: a voxel there had to be 62 % frozen to read as ice, and the
+#: model fitted to that ice came out 1.0 % small in volume on 55 phantom ice balls
+#: (0.1 mm of radius; minimal margin 0.08 mm short on average). At the midpoint: −0.3 %
+_FROZEN_FAT_RISE_HU = 40.0
+#: radius step (mm) of the iso-therm model search. At 0.25 mm the fitted radius moved in
+#: steps that changed the volume by 3-4 % (mean |volume error| 1.4 %; 1.05 % at 0.1 mm,
+#: mean |margin error| of the truth tumour to the model 0.165 → 0.142 mm), at no
+#: measurable cost in time (the counts per radius come from one sort)
+_MODEL_R_STEP_MM = 0.1
 _MODEL_R_MM = (6.0, 36.0)  # range of iso-therm radii searched
 #: filtered HU outside this range tell nothing about freezing: darker than unfrozen fat
 #: is air/gas (unchanged when frozen: an ice ball reaching the skin is not cut at it) or
@@ -149,7 +161,9 @@ def segment_iceball(
     if not -90.0 < ice_hu < 0.0:
         qc.append(f"ice ball doubtful: attenuation near the probe tips is {ice_hu:.0f} HU")
         ice_hu = float(np.clip(ice_hu, -80.0, -20.0))
-    lo = 0.5 * (_FAT_HU + ice_hu)
+    # the fat-side level: halfway to frozen fat (the border in fat), or to the ice in
+    # tissue when that reads lower (a half-frozen voxel in fat reads the former)
+    lo = min(_FAT_HU + 0.5 * _FROZEN_FAT_RISE_HU, 0.5 * (_FAT_HU + ice_hu))
     hi = 0.5 * (ice_hu + _TISSUE_HU)
     candidate = ((filtered > lo) & (filtered < hi)) | probes
     labels, _ = ndi.label(candidate, structure=np.ones((3, 3, 3), bool))
@@ -302,7 +316,7 @@ def _fit_isotherm_model(
     along = np.stack([(pts_s - tip) @ axis for tip, axis in zip(tips, axes, strict=True)])
     across2 = np.stack([np.einsum("ij,ij->i", pts_s - tip, pts_s - tip)
                         for tip in tips]) - along**2
-    step = 0.25
+    step = _MODEL_R_STEP_MM
     radii = np.arange(_MODEL_R_MM[0], _MODEL_R_MM[1], step)
     n_slices, n_radii = box_shape[0], len(radii)
 
@@ -318,8 +332,8 @@ def _fit_isotherm_model(
         return np.cumsum(counts.reshape(n_slices, n_radii + 1)[:, :-1], axis=1)
 
     aspects, beyonds = np.arange(1.0, 1.61, 0.1), np.arange(0.0, 16.1, 1.0)
-    # (shape, slice, radius) counts; int32: 119 shapes × 200 slices (0.6 mm slices) × 120
-    # radii is 11 MB per array
+    # (shape, slice, radius) counts; int32: 119 shapes × 200 slices (0.6 mm slices) × 300
+    # radii is 29 MB per array
     gk, hk, nink = (np.zeros((len(aspects) * len(beyonds), n_slices, n_radii), np.int32)
                     for _ in range(3))
     shapes = []
