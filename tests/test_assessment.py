@@ -105,6 +105,30 @@ def test_technical_failure_on_small_margin_or_partial_coverage() -> None:
     assert out.min_margin_mm == pytest.approx(-1.2)
 
 
+@pytest.mark.parametrize(
+    ("margin_mm", "coverage_pct", "band_mm", "review"),
+    [(4.6, 100.0, 0.5, True), (5.4, 100.0, 0.5, True), (5.5, 100.0, 0.5, False),
+     (4.4, 100.0, 0.5, False), (5.2, 100.0, 0.0, False), (5.2, 96.0, 0.5, False)],
+)
+def test_margin_near_the_target_needs_review(margin_mm: float, coverage_pct: float,
+                                             band_mm: float, review: bool) -> None:
+    """The margin is known to a few tenths of a millimetre: within the band of the target
+    (either side) technical success may be either, and the lesion goes up for review.
+    The flag itself still follows the measured margin; an uncovered tumour has failed
+    whatever its margin."""
+    crit = AssessmentCriteria(margin_review_band_mm=band_mm)
+    out = assess_lesion(_clean_course({0: {"min_margin_mm": margin_mm,
+                                           "tumour_coverage_pct": coverage_pct}}), PROC, crit)
+    assert out.technical_success is (coverage_pct == 100.0 and margin_mm >= 5.0)
+    assert out.needs_review is review
+    assert any("technical success uncertain" in r for r in out.review_reasons) is review
+
+
+def test_margin_review_band_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="margin_review_band_mm"):
+        AssessmentCriteria(margin_review_band_mm=-0.1)
+
+
 def test_equivocal_needs_review_and_is_not_assessable() -> None:
     out = assess_lesion(_clean_course({365: {"enhancing": "equivocal"}}), PROC)
     assert out.no_enhancement is None

@@ -34,6 +34,11 @@ class AssessmentCriteria:
             or with the first follow-up ablation zone.
         growth_pct / growth_mm: RECIST-style growth for local progression (+20 % and ≥ 5 mm
             over the smallest earlier follow-up long axis).
+        margin_review_band_mm: a measured minimal margin closer than this to
+            ``margin_target_mm`` (either side) puts the lesion up for review: the margin is
+            known to a few tenths of a millimetre (tumour border, registration into the
+            ice-ball scan, ice-ball model), so ``technical_success`` may be either there.
+            0 turns it off.
     """
 
     enhancing_hu: float = 20.0
@@ -45,6 +50,7 @@ class AssessmentCriteria:
     size_reference: SizeReference = SizeReference.BASELINE
     growth_pct: float = 20.0
     growth_mm: float = 5.0
+    margin_review_band_mm: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size_reference", SizeReference(self.size_reference))
@@ -53,7 +59,8 @@ class AssessmentCriteria:
                 f"equivocal_hu ({self.equivocal_hu}) must be below enhancing_hu "
                 f"({self.enhancing_hu})"
             )
-        for name in ("mr_enhancing_pct", "growth_pct", "growth_mm", "coverage_tolerance_pct"):
+        for name in ("mr_enhancing_pct", "growth_pct", "growth_mm", "coverage_tolerance_pct",
+                     "margin_review_band_mm"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if not 0 < self.coverage_required_pct <= 100:

@@ -37,8 +37,9 @@ def assess_lesion(
     - ``residual_tumour``: the first follow-up enhances.
     - ``local_progression``: after a follow-up that reads ``no``, a later one enhances, or
       grows by ≥ growth_pct and ≥ growth_mm over the smallest earlier follow-up long axis.
-    - ``needs_review``: any equivocal / not-assessable follow-up, any qc warning, or a
-      missing baseline, intra-procedural or follow-up study.
+    - ``needs_review``: any equivocal / not-assessable follow-up, any qc warning, a
+      missing baseline, intra-procedural or follow-up study, or (covered tumour) a minimal
+      margin within ``margin_review_band_mm`` of the target.
     """
     crit = criteria or AssessmentCriteria()
     if not timepoints:
@@ -76,6 +77,10 @@ def assess_lesion(
     else:
         covered = coverage >= crit.coverage_required_pct - crit.coverage_tolerance_pct
         technical = bool(covered and margin >= crit.margin_target_mm)
+        if covered and abs(margin - crit.margin_target_mm) < crit.margin_review_band_mm:
+            reasons.append(f"minimal margin {margin:.1f} mm within "
+                           f"{crit.margin_review_band_mm:g} mm of the "
+                           f"{crit.margin_target_mm:g} mm target: technical success uncertain")
 
     # --- follow-up: enhancement ------------------------------------------------------
     if not followups:
