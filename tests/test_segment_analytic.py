@@ -285,8 +285,8 @@ def test_iceball_border_in_fat_is_placed_where_the_fat_is_half_frozen() -> None:
     fat and the tissue's ice (−77 HU), which a border voxel reads only when 58 % frozen:
     the model came out 0.27 mm small in radius (volume −5.7 %) on every noise draw. At the
     midpoint between frozen and unfrozen fat it reads 0.12-0.21 mm small (−2.5 to −4.4 %;
-    what remains is the in-plane median filter rounding the small sections near the
-    poles)."""
+    what remains is the probe tip, found at the shaft's last voxel centre 0.4 mm up the
+    shaft, with the model's reach beyond the tip searched in 1 mm steps)."""
     from tests.test_segment_common import _partial_volume
 
     radius_mm = 14.0
