@@ -19,6 +19,7 @@ from segmentation import (
 )
 from segmentation._common import dice
 from segmentation.iceball import _fit_isotherm_model
+from tests.test_segment_common import _partial_volume
 
 _SPACING = (0.8, 0.8, 2.0)  # i, j, k (mm)
 _SHAPE = (40, 100, 100)  # k, j, i
@@ -287,8 +288,6 @@ def test_iceball_border_in_fat_is_placed_where_the_fat_is_half_frozen() -> None:
     midpoint between frozen and unfrozen fat it reads 0.12-0.21 mm small (−2.5 to −4.4 %;
     what remains is the probe tip, found at the shaft's last voxel centre 0.4 mm up the
     shaft, with the model's reach beyond the tip searched in 1 mm steps)."""
-    from tests.test_segment_common import _partial_volume
-
     radius_mm = 14.0
     tip = _C - np.array([0.0, 6.0, 0.0])
 
