@@ -283,8 +283,8 @@ def ct_enhancement_at_pre_slabs(
     zone's slabs read 40-80 HU that way, and with noise they lifted the median of a
     0.42 ml dead zone to +18.5 HU (equivocal; held-out seed 113). A zone on two contrast
     slices has no interior along the slices: its in-plane interior is the reference then.
-    ΔHU = median over
-    those voxels; calcification/metal excluded as in :func:`ct_enhancement`. Not
+    ΔHU = median over those voxels; calcification/metal excluded as in
+    :func:`ct_enhancement`. Not
     assessable when fewer than ``min_voxels`` remain (a zone thinner than one unenhanced
     slab).
     """

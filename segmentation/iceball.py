@@ -3,8 +3,8 @@
 1. Probes: metal (> ``metal_hu``) components that are elongated (≥ 15 mm along their
    principal axis) and pass near the expected centre; the tip is the end nearer to it.
 2. Visible ice: after replacing metal by the surrounding level and a median filter
-   (streak artefacts), voxels between the fat/ice and ice/tissue iso-levels (the ice
-   level is sampled around the probe tips), connected to the probe tips, opened and
+   (streak artefacts), voxels between the fat/frozen-fat and ice/tissue iso-levels (the
+   ice level is sampled around the probe tips), connected to the probe tips, opened and
    closed with a 2.5 mm ball (streak spurs), holes filled.
 3. Ice in fat is invisible (fat does not change attenuation when frozen) and streaks
    corrupt the rest, so the border comes from a per-probe ellipsoidal iso-therm model
@@ -47,7 +47,8 @@ _TISSUE_HU = 35.0
 #: of the visible ice sits. The midpoint between fat and the ice in tissue (−75 HU for ice
 #: at −50) is 5 HU higher: a voxel there had to be 62 % frozen to read as ice, and the
 #: model fitted to that ice came out 1.0 % small in volume on 55 phantom ice balls
-#: (0.1 mm of radius; minimal margin 0.08 mm short on average). At the midpoint: −0.3 %
+#: (0.1 mm of radius; minimal margin 0.08 mm short on average). At the midpoint −0.1 %,
+#: and −0.3 % with the radius searched in _MODEL_R_STEP_MM steps
 _FROZEN_FAT_RISE_HU = 40.0
 #: radius step (mm) of the iso-therm model search. At 0.25 mm the fitted radius moved in
 #: steps that changed the volume by 3-4 % (mean |volume error| 1.4 %; 1.05 % at 0.1 mm,

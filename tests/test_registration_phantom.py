@@ -163,7 +163,7 @@ def test_intra_registration_refined_off_the_ice_ball(scenario: str, seed: int, i
     point = np.asarray(case.truth["lesion"]["seed_lps"])
     truth = _true_point(case, case.key, key, point)
 
-    def error_mm(transform) -> float:
+    def error_mm(transform: sitk.Transform) -> float:
         return float(np.linalg.norm(transform_points_lps(transform, point) - truth))
 
     # the scene must still show the error this test is about, on the grid it was found
