@@ -128,10 +128,15 @@ def _aligned_pre_how(pre: Volume, post_crop: Volume, center_lps: npt.NDArray[np.
     """The unenhanced phase aligned (local translation for breathing) onto the contrast crop,
     and the transform used (contrast → unenhanced LPS points; None: the scanner frame).
 
-    The registered and the unregistered (same patient frame) resamplings are compared by
-    normalised cross-correlation in a ball around the lesion (soft tissue and bone edges
-    are where both phases agree) and the better one is kept, so a failed phase
-    registration never makes things worse than the scanner's own frame. Voxels the
+    A registration that passes its own checks (:func:`register_phases`: the lesion's
+    organ found, quality on that organ, the fit a clear optimum) is kept. Only a doubtful
+    one is compared with the unregistered (same patient frame) resampling by normalised
+    cross-correlation in a ball around the lesion (soft tissue and bone edges are where
+    both phases agree), and the better one kept, so a failed phase registration never
+    makes things worse than the scanner's own frame. That comparison is not the rule: the
+    ball holds mostly static tissue (body wall, muscle, spine), and it preferred the
+    scanner frame at 13 of 34 lesion studies of a held-out archive whose organ the
+    registration had found within 0.3-1.9 mm (the scanner frame 3-7 mm off). Voxels the
     unenhanced series does not cover are NaN (excluded from every ΔHU measurement),
     never a fill value that would read as a 1000 HU enhancement.
     """
@@ -150,7 +155,7 @@ def _aligned_pre_how(pre: Volume, post_crop: Volume, center_lps: npt.NDArray[np.
         valid = ball & np.isfinite(arr)
         scores.append(ncc(window[valid], np.clip(arr[valid], -200, 400))
                       if valid.sum() >= 100 else -1.0)
-    best = registered if scores[0] >= scores[1] else identity
+    best = registered if reg.ok or scores[0] >= scores[1] else identity
     if max(scores) < _PHASE_NCC_DOUBTFUL:
         # only a warning when neither frame matches the phases well: keeping the scanner
         # frame because it matches better is the normal case of a breath-hold study
