@@ -67,6 +67,9 @@ _FLUID_UNDER_ZONE_HU = 10.0
 #: CT: HU above the fat level from which tissue is clearly soft, not a partial-volume
 #: edge of fat (nor a zone's level)
 _CLEARLY_SOFT_ABOVE_FAT_HU = 100.0
+#: CT: clearly soft calm tissue around an enhancing centre from which the zone's level is
+#: read when the calm tissue nearest the centre is a fat edge
+_CALM_ZONE_MIN_ML = 0.3
 #: radii (mm) searched, in turn, for the soft tissue darker than its surroundings when
 #: nothing non-enhancing lies at the expected centre. The centre is the baseline tumour's
 #: seed mapped to the follow-up; where the tumour was under-covered the residual tumour
@@ -864,6 +867,7 @@ def _levels(
     tenth of the 8 mm ball when that reads at least ``threshold`` below the ball's median.
     """
     dist = distance_from_index_mm(smooth.shape, seed_kji, spacing_mm)
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     if modality == "CT":
         fat_vals = smooth[(smooth > -200) & (smooth < -40)]
         fat = float(np.median(fat_vals)) if fat_vals.size > 200 else -100.0
@@ -882,6 +886,11 @@ def _levels(
             around = (dist <= 15.0) & calm
             around_level = (_mode_level(smooth, around, dist, soft)
                             if (around & clearly_soft).sum() > 50 else None)
+            if (around_level is not None and modality == "CT"
+                    and around_level < fat + _CLEARLY_SOFT_ABOVE_FAT_HU
+                    and (around & clearly_soft).sum() * voxel_ml >= _CALM_ZONE_MIN_ML):
+                # the fat edge nearest the centre outweighs a calm zone farther out
+                around_level = _mode_level(smooth, around, dist, clearly_soft)
             if around_level is not None and not (
                     modality == "CT" and around_level < fat + _CLEARLY_SOFT_ABOVE_FAT_HU):
                 # a nodule on the centre, the zone around it; unless that calm tissue
