@@ -307,6 +307,8 @@ def _grow(
     partial-volume border the opening shaved off is given back; holes filled."""
     # necrotic core: enclosed low voxels near the seed join the candidate before opening
     candidate = candidate | _enclosed_core(candidate, seed_kji, spacing_mm)
+    # at least one pixel: a ball smaller than the pixel opens nothing (coarse images)
+    open_mm = max(open_mm, float(max(spacing_mm[:2])))
     opened = ndi.binary_opening(candidate, structure=ball_structure(spacing_mm, open_mm))
     core = nearest_component(opened, seed_kji, spacing_mm, max_distance_mm=8.0)
     if not core.any():
