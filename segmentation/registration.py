@@ -239,18 +239,20 @@ def register_phases(
 ) -> RegistrationResult:
     """Align two phases of one study around the lesion (breathing shifts of a few mm).
 
-    The kidney slides against the body wall with breathing (2-8 mm between the phases of
-    the synthetic archives, up to 15 mm in patients); the body wall, spine and muscles
-    do not. A local fit in a ball around the lesion weighs both: around a small zone
-    beside the back muscles its optimum is the static tissue's (7 mm off in a held-out
-    archive), and from identity the optimizer also ran to 20-30 mm wrong optima. So the
+    The kidney slides against the body wall with breathing (2-8 mm along the slices
+    between the phases of the synthetic archives; a patient who breathes differently
+    between the phases moves it more); the body wall, spine and muscles do not. A local
+    fit in a ball around the lesion weighs both: around a small zone beside the back
+    muscles its optimum is the static tissue's (7 mm off in a held-out archive), and
+    from identity the optimizer also ran to 20-30 mm wrong optima. So the
     translation of the lesion's organ is searched as :func:`register_rigid` does between
     studies: mutual information on a mask of the enhancing organ around the lesion with a
     rim of fat (:func:`_organ_mask`, on the fixed contrast image), exhaustive on a 3 mm
     grid over ±``_PHASE_SEARCH_MM`` around ``initial`` (identity: the same patient
     frame), its best peaks refined on a ``_PHASE_FINE_MM`` grid with a sub-voxel fit.
     The quality figure is then measured on that organ mask, and the fit must beat
-    itself shifted ±6 mm (a misaligned organ has a better neighbour).
+    itself shifted ±6 mm (a misaligned organ has a better neighbour). The search is a
+    translation (``translation_only`` and ``radius_mm`` apply to the local fit below).
 
     Without an enhancing organ (an unenhanced or MR fixed image) the search runs on the
     body in a ball around the lesion and is refined by the local Mattes-MI fit restricted
