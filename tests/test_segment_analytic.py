@@ -18,6 +18,7 @@ from segmentation import (
     segment_tumour,
 )
 from segmentation._common import dice
+from segmentation.ablation_zone import _levels
 from segmentation.iceball import _fit_isotherm_model
 from tests.test_segment_common import _partial_volume
 
@@ -688,6 +689,31 @@ def test_segment_ablation_zone_organ_beside_the_zone_is_no_nodule(
     res = segment_ablation_zone(post, pre, _C, modality="CT", half_size_mm=35.0)
     assert res.nodule_volumes_ml == [] and res.enhancing_mask.array.sum() == 0
     assert dice(res.zone_mask.array, zone) >= 0.9
+
+
+@pytest.mark.parametrize(("zone_outer_mm", "expected_hu"), [(16.0, 37.0), (11.3, 93.0)])
+def test_zone_level_around_a_nodule_on_the_centre(zone_outer_mm: float,
+                                                  expected_hu: float) -> None:
+    """A 9 mm enhancing nodule (93 HU, +60 HU) on the centre, a 2 mm fat edge around it
+    (-30 HU, calm), and the dead zone (37 HU, calm) beyond it on one side, out to
+    ``zone_outer_mm``. No calm voxel lies within 8 mm; the calm tissue within 15 mm,
+    weighted towards the centre, reads at the fat edge's level. With 5.2 ml of zone the
+    level is read from the clearly soft calm tissue: the zone's 37 HU (the old code took
+    the nodule's 93 HU, as at held-out seed 131's 12-month undercoverage zone). With a
+    0.16 ml sliver (below ``_CALM_ZONE_MIN_ML``) the fat-edge rule stands as before."""
+    k, j, i = np.mgrid[:40, :80, :80].astype(float)
+    spacing = np.array([1.0, 1.0, 2.0])
+    r = np.sqrt((i - 40.0) ** 2 + (j - 40.0) ** 2 + (2.0 * k - 40.0) ** 2)
+    smooth = np.full(k.shape, -100.0, np.float32)
+    enhancement = np.zeros(k.shape, np.float32)
+    nodule, edge = r <= 9.0, (r > 9.0) & (r <= 11.0)
+    zone = (r > 11.0) & (r <= zone_outer_mm) & (2.0 * k < 40.0)
+    smooth[nodule], enhancement[nodule] = 93.0, 60.0
+    smooth[edge], enhancement[edge] = -30.0, 10.0
+    smooth[zone], enhancement[zone] = 37.0, 2.0
+    zone_hu, fat_hu = _levels(smooth, (20, 40, 40), spacing, "CT", enhancement, 20.0)
+    assert zone_hu == pytest.approx(expected_hu, abs=1.0)
+    assert fat_hu == pytest.approx(-100.0, abs=1.0)
 
 
 def test_segment_ablation_zone_rejects_unknown_modality() -> None:
