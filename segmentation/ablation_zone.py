@@ -891,11 +891,12 @@ def _levels(
             ball &= calm  # the usual case
         else:
             around = (dist <= 15.0) & calm
+            n_clearly_soft = int((around & clearly_soft).sum())
             around_level = (_mode_level(smooth, around, dist, soft)
-                            if (around & clearly_soft).sum() > 50 else None)
+                            if n_clearly_soft > 50 else None)
             if (around_level is not None and modality == "CT"
                     and around_level < fat + _CLEARLY_SOFT_ABOVE_FAT_HU
-                    and (around & clearly_soft).sum() * voxel_ml >= _CALM_ZONE_MIN_ML):
+                    and n_clearly_soft * voxel_ml >= _CALM_ZONE_MIN_ML):
                 # the fat edge nearest the centre outweighs a calm zone farther out
                 around_level = _mode_level(smooth, around, dist, clearly_soft)
             if around_level is not None and not (

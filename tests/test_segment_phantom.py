@@ -131,6 +131,10 @@ def test_ablation_zone_centred_in_a_residual_nodule_grown_over_it(offset_mm) -> 
                                 modality="CT")
     nodule = case.masks["nodule"].array.astype(bool)
     lesion = case.masks["lesion"].array.astype(bool)
+    # measured: 0.93 / 0.98 of the nodule in the enhancing mask, zone Dice 0.935 / 0.96
+    # (the old code found no nodule from the second centre). 0.7 is the low end of the
+    # archives' enhancing masks (partial volume of a ball); 0.9 the zone Dice the other
+    # phantom zones keep
     assert len(res.nodule_volumes_ml) >= 1, res.qc
     assert (res.enhancing_mask.array.astype(bool) & nodule).sum() >= 0.7 * nodule.sum()
     assert dice(res.zone_mask.array, lesion) >= 0.9
