@@ -220,6 +220,32 @@ def test_tumour_with_a_sector_brighter_than_the_parenchyma() -> None:
     assert abs(got.sum() / truth.sum() - 1.0) <= 0.05
 
 
+@pytest.mark.parametrize(("seed", "index", "scenario", "lesion", "before"), [
+    (113, 0, "clean_success", 0, "Dice 0.420, volume −72 %"),
+    (89, 0, "clean_success", 0, "Dice 0.579, volume −54 %"),
+    (71, 4, "progression_12mo", 0, "Dice 0.944, volume +2.9 %"),
+    (61, 9, "two_lesions", 1, "Dice 0.971, volume −4.1 %"),
+])
+def test_tumour_against_its_round_mass_seen_from_the_seed(seed: int, index: int, scenario: str,
+                                                          lesion: int, before: str) -> None:
+    """The first two (clear-cell, corticomedullary phase only): the texture lifts most of
+    the tumour above the parenchyma midpoint and the window kept a fragment; completed to
+    the round mass the rays from the seed see against fat (Dice 0.982 / 0.966, volume
+    −1.0 / −0.1 %). The last two (mesophytic tumours beside a round kidney pole; the
+    two-lesion patient's second lesion): the rays' mass takes in kidney that runs on beyond
+    its outline, and must not be used (+112 % and +85 % without the fat check beyond the
+    added part). ``before``: the code before the round mass."""
+    case = phantom_case(scenario, study="baseline", seed=seed, index=index, small=False,
+                        lesion=lesion)
+    seed_lps = np.asarray(case.truth["lesion"]["seed_lps"])
+    mask = segment_tumour(case.image, seed_lps, unenhanced=render_series(
+        case.plan, _pre_key(case)))
+    got, truth = mask.array.astype(bool), case.masks["tumour"].array.astype(bool)
+    # 0.93 and 5 %: the other phantom tumours' floor (a voxel of border all round)
+    assert dice(got, truth) >= 0.93, before
+    assert abs(got.sum() / truth.sum() - 1.0) <= 0.05, before
+
+
 @lru_cache(maxsize=2)
 def _archive_series(scenario: str, index: int, key: str) -> Volume:
     return render_series(_archive_case(scenario, index, key.split("/")[0]).plan, key)
