@@ -109,8 +109,8 @@ _COMPLETION_BOX_MM = 12.0
 #: the round mass seen by rays from the seed (_round_mass): their number, step and reach
 #: (mm); an exit counts where the outline's normal lies within acos(_RAY_FACING_COS) of
 #: the ray (a neighbour's surface beyond the notch is met at a grazing angle) and within
-#: _RAY_NEAR_FACTOR × the median exit (a ray that went on through the kidney); an exit fits
-#: the ellipsoid within _RAY_FIT_MM
+#: _RAY_NEAR_FACTOR × the exits' median distance from their middle (a ray that went on
+#: through the kidney); an exit fits the ellipsoid within _RAY_FIT_MM
 _RAY_COUNT = 600
 _RAY_STEP_MM = 0.25
 _RAY_MAX_MM = 40.0
@@ -766,13 +766,13 @@ def _round_mass(
     # from the seed, which may lie off the mass's centre: seen from there the far side's
     # exits are dropped with the kidney's and an ellipsoid fitted to the near cap alone is
     # ill-determined (11 mm sphere, seed 7 mm off its centre: 2.5 times its volume)
-    points = points[facing]
-    middle = np.zeros(3)
-    for _ in range(2):
-        spread_mm = np.linalg.norm(points - middle, axis=1)
-        near_points = points[spread_mm <= _RAY_NEAR_FACTOR * np.median(spread_mm)]
-        middle = _sphere_centre(near_points)
-    points = near_points
+    facing_points = points[facing]
+    if len(facing_points) < _MIN_FAT_FACING_VOXELS:
+        return None
+    spread_mm = np.linalg.norm(facing_points, axis=1)  # from the seed first
+    points = facing_points[spread_mm <= _RAY_NEAR_FACTOR * np.median(spread_mm)]
+    spread_mm = np.linalg.norm(facing_points - _sphere_centre(points), axis=1)
+    points = facing_points[spread_mm <= _RAY_NEAR_FACTOR * np.median(spread_mm)]
     fit = _robust_ellipsoid(points, min_cut_mm=_RAY_FIT_MM)
     if fit is None:
         return None
