@@ -204,7 +204,7 @@ def _bright_majority_scene(seed: int = 1) -> tuple[Volume, np.ndarray]:
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_tumour_mostly_brighter_than_the_parenchyma_is_completed_to_its_round_mass(
-        seed: int) -> None:
+        seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The window around the seed (in the 110 HU part) keeps the part below the
     parenchyma midpoint, a third of the tumour; the contour completion fitted to that
     fragment's fat-facing surface would add more than half of it, so it stays off (Dice
@@ -216,17 +216,14 @@ def test_tumour_mostly_brighter_than_the_parenchyma_is_completed_to_its_round_ma
     image, truth = _bright_majority_scene(seed)
     point = _C - np.array([0.0, 7.0, 0.0])
     got = segment_tumour(image, point, half_size_mm=30.0).array.astype(bool)
+    # 0.983-0.984 and −1.2 / −0.5 % measured; 0.96 and 5 % are the completion tests' floor
     assert dice(got, truth) >= 0.96
     assert abs(got.sum() / truth.sum() - 1.0) < 0.05
     x = (np.arange(_SHAPE[2]) * _SPACING[0])[None, None, :]
     assert not (got & (x > _C[0] + _R_MM + 1.5)).any()  # no kidney beyond the sphere
-    # the round mass did it: without it the fragment is what is left
-    keep = tumour._RAY_REGION_MAX_SHARE
-    try:
-        tumour._RAY_REGION_MAX_SHARE = 0.0
-        fragment = segment_tumour(image, point, half_size_mm=30.0).array.astype(bool)
-    finally:
-        tumour._RAY_REGION_MAX_SHARE = keep
+    # the round mass did it: without it the fragment is what is left (0.34 of the truth)
+    monkeypatch.setattr(tumour, "_RAY_REGION_MAX_SHARE", 0.0)
+    fragment = segment_tumour(image, point, half_size_mm=30.0).array.astype(bool)
     assert fragment.sum() < 0.6 * truth.sum()
 
 
@@ -278,8 +275,7 @@ def test_tumour_inside_a_round_kidney_is_not_given_the_kidney_outline() -> None:
     arr = scene.mean(axis=(3, 4, 5))
     arr += np.random.default_rng(3).normal(0.0, 10.0, shape).astype(np.float32)
     image = Volume.from_geometry(arr, origin_lps=(0, 0, 0), spacing_mm=spacing, modality="CT")
-    xc, yc, zc = (x[..., 0, 0, 0] * 0 + i * spacing[0], j * spacing[1], k * spacing[2])
-    truth = inside(tumour_c, 7.0, xc, yc, zc)
+    truth = inside(tumour_c, 7.0, i * spacing[0], j * spacing[1], k * spacing[2])
     got = segment_tumour(image, tumour_c, half_size_mm=40.0).array.astype(bool)
     assert dice(got, truth) >= 0.9
     assert got.sum() < 1.2 * truth.sum()
