@@ -672,7 +672,8 @@ def _complete_in_box(
     fit = _robust_ellipsoid(points, min_cut_mm=1.5)
     if fit is None:
         return region, False
-    added = _crescent_inside(region, smooth, spacing_mm, seed_kji, fat_boundary_hu, *fit)
+    added = _crescent_inside(region, smooth, spacing_mm, fat_boundary_hu,
+                             _depth_mm(smooth.shape, seed_kji, spacing_mm, *fit))
     if not added.any() or added.sum() > _COMPLETION_MAX_ADDED * region.sum():
         return region, False
     relaxed = share < _COMPLETION_MIN_FAT_FRACTION
@@ -699,15 +700,13 @@ def _crescent_inside(
     region: npt.NDArray[np.bool_],
     smooth: npt.NDArray[np.floating[Any]],
     spacing_mm: npt.NDArray[np.float64],
-    seed_kji: tuple[int, int, int],
     fat_boundary_hu: float,
-    centre: npt.NDArray[np.float64],
-    form: npt.NDArray[np.float64],
+    depth_mm: Any,
 ) -> npt.NDArray[np.bool_]:
     """The non-fat voxels outside ``region`` deeper than _COMPLETION_INSET_MM inside the
-    fitted ellipsoid (an extrapolation across the sector is trusted only there) where
-    they form a layer thicker than 2 mm (a fit error or lobulation leaves a thin shell)."""
-    depth_mm = _depth_mm(smooth.shape, seed_kji, spacing_mm, centre, form)
+    fitted ellipsoid (``depth_mm``: :func:`_depth_mm`; an extrapolation across the sector
+    is trusted only there) where they form a layer thicker than 2 mm (a fit error or
+    lobulation leaves a thin shell)."""
     gap = (depth_mm <= -_COMPLETION_INSET_MM) & ~region & (smooth > fat_boundary_hu)
     core = ndi.binary_opening(gap, structure=ball_structure(spacing_mm, _COMPLETION_OPEN_MM))
     if not core.any():
@@ -725,9 +724,11 @@ def _round_mass(
     """(centre, form, share) of the round mass around the seed seen against fat: rays
     cast from the seed leave the non-fat tissue (sub-voxel, where they first cross
     ``fat_boundary_hu``); exits met at a grazing angle lie on a neighbour's outline and
-    exits farther than _RAY_NEAR_FACTOR × the median went on through the kidney the
-    tumour sits on; a robust ellipsoid is fitted to the others. ``share``: the part of
-    all rays that left within _RAY_FIT_MM of it.
+    exits farther than _RAY_NEAR_FACTOR × the median distance from the others' middle
+    went on through the kidney the tumour sits on; a robust ellipsoid is fitted to the
+    others. ``centre`` and ``form`` are in mm, k j i order, relative to ``seed_kji`` (as
+    :func:`_ellipsoid_level2` takes them: the crop's voxel axes scaled by the spacing,
+    not LPS); ``share``: the part of all rays that left within _RAY_FIT_MM of it.
 
     Unlike the region's fat-facing surface, the rays see the whole outline against fat
     however little of the tumour the intensity window held."""
@@ -825,8 +826,7 @@ def _complete_round_mass(
             or (surface & (np.abs(depth_mm) <= _RAY_FIT_MM)).sum()
             < _RAY_SHARED_OUTLINE * surface.sum()):
         return region
-    added = _crescent_inside(region, smooth, spacing_mm, seed_kji, fat_boundary_hu, centre,
-                             form)
+    added = _crescent_inside(region, smooth, spacing_mm, fat_boundary_hu, depth_mm)
     if not added.any():
         return region
     # what the mass adds is the tumour's only where fat encloses it: tissue that runs on

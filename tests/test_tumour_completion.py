@@ -23,10 +23,12 @@ _R_MM = 11.0
 _SUB = 3  # sub-samples per axis for the box partial volume
 
 
-def _centres(sub: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """LPS coordinates (mm) of the sub-sample points, shaped [k, j, i, sub, sub, sub]."""
+def _centres(sub: int, shape: tuple[int, int, int] = _SHAPE
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LPS coordinates (mm) of the sub-sample points of a ``shape`` (k, j, i) grid of
+    _SPACING at the origin, shaped [k, j, i, sub, sub, sub]."""
     offsets = (np.arange(sub) + 0.5) / sub - 0.5
-    k, j, i = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in _SHAPE), indexing="ij")
+    k, j, i = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
     ok, oj, oi = np.meshgrid(offsets, offsets, offsets, indexing="ij")
     x = (i[..., None, None, None] + oi) * _SPACING[0]
     y = (j[..., None, None, None] + oj) * _SPACING[1]
@@ -246,7 +248,9 @@ def test_round_mass_is_found_from_a_seed_off_its_centre() -> None:
     seed_lps = np.asarray(seed_kji[::-1], float) * np.asarray(_SPACING)
     assert np.allclose(seed_lps + centre_kji[::-1], _C, atol=0.5)
     assert np.allclose(1.0 / np.sqrt(np.linalg.eigvalsh(form)), _R_MM, atol=0.5)
-    assert share > 0.6  # the kidney side (a third of the directions) does not fit
+    # 0.79 measured: the kidney side (a fifth of the directions) does not fit; 0.6 is
+    # well above the 0.4 the rescue asks for
+    assert share > 0.6
 
 
 def test_tumour_inside_a_round_kidney_is_not_given_the_kidney_outline() -> None:
@@ -254,16 +258,10 @@ def test_tumour_inside_a_round_kidney_is_not_given_the_kidney_outline() -> None:
     rays from the seed see the kidney's outline, a round mass 30 times the tumour's
     volume. The region shares none of its surface with it, so nothing is added (without
     that check the whole kidney was taken)."""
-    spacing = (0.8, 0.8, 1.0)
     shape = (70, 90, 90)
     kidney_c = np.array([36.0, 36.0, 35.0])
     tumour_c = kidney_c + np.array([0.0, 9.0, 0.0])
-    offsets = (np.arange(_SUB) + 0.5) / _SUB - 0.5
-    k, j, i = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in shape), indexing="ij")
-    ok, oj, oi = np.meshgrid(offsets, offsets, offsets, indexing="ij")
-    x = (i[..., None, None, None] + oi) * spacing[0]
-    y = (j[..., None, None, None] + oj) * spacing[1]
-    z = (k[..., None, None, None] + ok) * spacing[2]
+    x, y, z = _centres(_SUB, shape)
 
     def inside(c: np.ndarray, r: float, px: np.ndarray, py: np.ndarray, pz: np.ndarray
                ) -> np.ndarray:
@@ -274,8 +272,11 @@ def test_tumour_inside_a_round_kidney_is_not_given_the_kidney_outline() -> None:
     scene[inside(tumour_c, 7.0, x, y, z)] = 90.0
     arr = scene.mean(axis=(3, 4, 5))
     arr += np.random.default_rng(3).normal(0.0, 10.0, shape).astype(np.float32)
-    image = Volume.from_geometry(arr, origin_lps=(0, 0, 0), spacing_mm=spacing, modality="CT")
-    truth = inside(tumour_c, 7.0, i * spacing[0], j * spacing[1], k * spacing[2])
+    image = Volume.from_geometry(arr, origin_lps=(0, 0, 0), spacing_mm=_SPACING, modality="CT")
+    xc, yc, zc = _centres(1, shape)
+    truth = inside(tumour_c, 7.0, xc, yc, zc)[..., 0, 0, 0]
     got = segment_tumour(image, tumour_c, half_size_mm=40.0).array.astype(bool)
+    # 0.987 and 0.99 × the truth measured; the kidney taken reads 0.06 and 31 ×: the bars
+    # leave a 7 mm sphere's border voxel all round
     assert dice(got, truth) >= 0.9
     assert got.sum() < 1.2 * truth.sum()
