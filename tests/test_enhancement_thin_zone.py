@@ -147,3 +147,27 @@ def test_noise_estimate_beside_anatomy_that_moves_between_thick_slices() -> None
 def test_call_within_the_noise_interval(delta: float, se: float,
                                         expected: EnhancementClass) -> None:
     assert classify_with_uncertainty(delta, se, 20.0, 10.0) is expected
+
+
+@pytest.mark.slow
+def test_rendered_late_dead_zone_on_thick_unenhanced_slices_is_not_enhancing() -> None:
+    """Held-out seed 151's benign-rim patient at 12 months, rendered: a 1.1 ml dead zone
+    (14.6 × 14.2 mm, about 10 mm along the slices) on 5 mm unenhanced slices and 3 mm
+    contrast slices, which no unenhanced slab fits inside. Its partly filled slabs,
+    unmixed, read +4 ± 8 HU (95 % interval, truth +2): the interval crosses 10 HU but not
+    20, so the call is the estimate's class, "no" (it was "equivocal", and the lesion's
+    success flags were left empty). Goes through the pipeline's zone measurement
+    (phases aligned, zone segmented, its ΔHU read on the unenhanced slabs)."""
+    from fixtures.phantom import phantom_case, render_series
+    from pipeline.analysis.lesion import measure_zone
+    from pipeline.assessment import AssessmentCriteria
+
+    case = phantom_case("benign_rim", study="fu2", seed=151, index=7, small=False)
+    pre = render_series(case.plan, "fu2/ct_unenhanced")
+    assert pre.spacing_mm[2] == pytest.approx(5.0)
+    centre = np.asarray(case.truth["timepoint"]["centroid_lps"]) + np.array([2.0, -2.0, 2.0])
+    m = measure_zone(case.image, pre, centre, AssessmentCriteria(), 70.0)
+    thin = [q for q in m.qc if "partly filled slabs unmixed" in q]
+    assert thin, m.qc  # the thin-zone reading was the one used
+    assert m.values["enhancing"] == "no", thin
+    assert abs(m.values["enhancement_hu"] - 2.0) <= 8.0
