@@ -280,3 +280,50 @@ def test_tumour_inside_a_round_kidney_is_not_given_the_kidney_outline() -> None:
     # leave a 7 mm sphere's border voxel all round
     assert dice(got, truth) >= 0.9
     assert got.sum() < 1.2 * truth.sum()
+
+
+def _muscle_band_scene(band_mm: float, seed: int = 1) -> tuple[Volume, np.ndarray]:
+    """:func:`_sphere_scene`'s 120 HU sphere with the kidney 8 mm from the centre, and on
+    the far side a band of muscle (60 HU) ``band_mm`` thick whose inner face cuts 1 mm
+    into the sphere (the sphere drawn over it), fat beyond: the body-wall muscle the
+    synthetic "sphere" scenario's exophytic tumour rests on."""
+    x, y, z = _centres(_SUB)
+    scene = np.full(x.shape, -100.0, np.float32)
+    scene[x > _C[0] + 8.0] = 165.0
+    face = _C[0] - _R_MM + 1.0
+    scene[(x <= face) & (x > face - band_mm)] = 60.0
+    inside = (x - _C[0]) ** 2 + (y - _C[1]) ** 2 + (z - _C[2]) ** 2 <= _R_MM**2
+    scene = np.where(inside, 120.0, scene)
+    arr = scene.mean(axis=(3, 4, 5))
+    arr += np.random.default_rng(seed).normal(0.0, 10.0, _SHAPE).astype(np.float32)
+    xc, yc, zc = _centres(1)
+    truth = ((xc - _C[0]) ** 2 + (yc - _C[1]) ** 2 + (zc - _C[2]) ** 2 <= _R_MM**2)[..., 0, 0, 0]
+    image = Volume.from_geometry(arr, origin_lps=(0, 0, 0), spacing_mm=_SPACING, modality="CT")
+    return image, truth
+
+
+@pytest.mark.parametrize("band_mm", [
+    5.0,
+    # Known limitation (session 21), kept as a strict xfail so a fix shows: against a
+    # band 3 mm thick, the outside shell the border re-placement reads (1.5-3.5 mm out)
+    # averages the muscle with the fat behind it, the half level falls below the
+    # muscle, and the border runs 1-2 mm into the band: Dice 0.977, +2.7 % volume,
+    # 3-D diameter +2.0 mm (a voxelised sphere's own reads +0.6). The held-out sphere
+    # tumours of seeds 149 and 157 (+1.9 and +2.6 mm) and their 3-month zones fail
+    # this way. A separate darker-tissue class for the muscle fixed this scene (Dice
+    # 0.987, −0.4 %) but on 77 archive tumours shrank others (mean volume −2.1 → −2.5 %,
+    # a new short-axis miss): not merged.
+    pytest.param(3.0, marks=pytest.mark.xfail(strict=True, reason="thin muscle band: "
+                                               "border 1-2 mm into it (known limitation)")),
+])
+def test_tumour_border_against_a_muscle_band_with_fat_beyond(band_mm: float) -> None:
+    """The border against muscle lies at the tumour/muscle half level: no voxel more than
+    one voxel into the band, volume within 2 %, 3-D diameter within 1.2 mm (5 mm band:
+    0.993, −0.5 %, +0.61 mm measured)."""
+    image, truth = _muscle_band_scene(band_mm)
+    got = segment_tumour(image, _C + np.array([1.0, -1.0, 0.5]), half_size_mm=30.0)
+    mask = got.array.astype(bool)
+    x = (np.arange(_SHAPE[2]) * _SPACING[0])[None, None, :]
+    assert not (mask & (x < _C[0] - _R_MM - _SPACING[0])).any()
+    assert abs(mask.sum() / truth.sum() - 1.0) < 0.02
+    assert abs(max_3d_diameter_mm(got) - 2.0 * _R_MM) <= 1.2
