@@ -470,9 +470,9 @@ _MIN_MEAN_WEIGHT = 1e-3
 #: the notch, mesophytic tumours lose 3 % on average (42 screened baseline lesions)
 _NOTCH_MM = 3.0
 
-#: a darker soft-tissue layer (:func:`_layer_side`) is read where the σ 0.8 mm image's
-#: gradient is under this (HU/mm): a 3 mm muscle band's middle reads 10-20, the partial-
-#: volume step of a fat edge 60-150. Screened on 77 archive tumours: 30, 45 and 60 changed
+#: a darker soft-tissue layer (:func:`_layer_side`) is read where the gradient of the
+#: smoothed image, smoothed a further σ 0.8 mm, is under this (HU/mm): a 3 mm muscle
+#: band's middle reads 10-20, the partial-volume step of a fat edge 60-150. Screened on 77 archive tumours: 30, 45 and 60 changed
 #: 7, 8 and 15 of them; 45 moved seed 157's sphere tumour most (3-D +2.61 → +1.56 mm)
 _LAYER_FLAT_HU_PER_MM = 45.0
 #: fewer layer voxels than this in the box are noise, not a layer
@@ -513,7 +513,8 @@ def _layer_side(
     sphere at 120 HU on a 3 mm band at 60 HU: Dice 0.977, +2.7 % volume, 3-D diameter
     +2.0 mm; the held-out sphere tumours of seeds 149 and 157, +1.9 and +2.6 mm). The
     layer: shell voxels brighter than that mixed level by ``min_contrast`` where the
-    image is flat (gradient of the σ 0.8 mm image under :data:`_LAYER_FLAT_HU_PER_MM`:
+    image is flat (gradient of ``img`` smoothed a further σ 0.8 mm under
+    :data:`_LAYER_FLAT_HU_PER_MM`:
     the partial-volume steps between fat and kidney or region read in between too, but
     on a steep edge; taking them cut tumours along the kidney, mean volume −2.1 →
     −2.5 % on 77 archive tumours). Band voxels nearer to the layer than to the rest of
