@@ -472,8 +472,9 @@ _NOTCH_MM = 3.0
 
 #: a darker soft-tissue layer (:func:`_layer_side`) is read where the gradient of the
 #: smoothed image, smoothed a further σ 0.8 mm, is under this (HU/mm): a 3 mm muscle
-#: band's middle reads 10-20, the partial-volume step of a fat edge 60-150. Screened on 77 archive tumours: 30, 45 and 60 changed
-#: 7, 8 and 15 of them; 45 moved seed 157's sphere tumour most (3-D +2.61 → +1.56 mm)
+#: band's middle reads 10-20, the partial-volume step of a fat edge 60-150. Screened on
+#: 77 archive tumours: 30, 45 and 60 changed 7, 8 and 15 of them; 45 moved seed 157's
+#: sphere tumour most (3-D +2.61 → +1.56 mm)
 _LAYER_FLAT_HU_PER_MM = 45.0
 #: fewer layer voxels than this in the box are noise, not a layer
 _LAYER_MIN_VOXELS = 10
