@@ -440,16 +440,20 @@ def _refine_in_box(
             # both; elsewhere the rule above is that judgement already
             notch = ndi.distance_transform_edt(~darker_shell,
                                                sampling=spacing_mm[::-1]) <= _NOTCH_MM
-            for sign, sel, other in ((-1.0, band & (img < lvl_in), darker_shell),
-                                     (1.0, band & (img > lvl_in) & notch, brighter_shell)):
+            # the darker shell's one level, read once: _one_side judges against it and
+            # _layer_side finds a layer brighter than it
+            darker_level = _local_mean(darker_shell, img, sigma_vox)
+            for sign, sel, other, level in (
+                    (-1.0, band & (img < lvl_in), darker_shell, darker_level),
+                    (1.0, band & (img > lvl_in) & notch, brighter_shell, None)):
                 side, side_keep = _one_side(sel, dec, img, other, lvl_in, sigma_vox,
-                                            min_contrast, sign)
+                                            min_contrast, sign, level)
                 keep = np.where(side, side_keep, keep)
                 decided |= side
             # a thin layer of darker soft tissue (muscle) between the region and fat: its
             # own level, where it is the nearer of the two
             side, side_keep = _layer_side(band & (img < lvl_in), dec, img, darker_shell,
-                                          lvl_in, sigma_vox, spacing_mm, min_contrast)
+                                          darker_level, lvl_in, spacing_mm, min_contrast)
             keep = np.where(side, side_keep, keep)
             decided |= side
         out = np.where(decided, keep, reg)[pad:-pad, pad:-pad, pad:-pad]
@@ -499,14 +503,16 @@ def _layer_side(
     decide: npt.NDArray[np.float32],
     img: npt.NDArray[np.float32],
     darker: npt.NDArray[np.bool_],
+    mixed: npt.NDArray[np.float32],
     lvl_in: npt.NDArray[np.float32],
-    sigma_vox: list[float],
     spacing_mm: npt.NDArray[np.float64],
     min_contrast: float,
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """(Voxels decided, inside) for ``band`` voxels darker than the region where the
     darker outside holds a soft-tissue layer of its own between the region and fat (a
-    muscle band a few mm thick on a tumour, fat behind it).
+    muscle band a few mm thick on a tumour, fat behind it). ``mixed`` is the darker
+    shell's one level (its σ 3 mm local mean, as :func:`_one_side` reads it); images in
+    the region's units (HU), ``spacing_mm`` (i, j, k), arrays (k, j, i).
 
     :func:`_one_side` reads one darker level over the outside shell (1.5-3.5 mm out, σ
     3 mm): across a 3 mm band that averages the muscle with the fat behind it, the half
@@ -524,7 +530,6 @@ def _layer_side(
     none = np.zeros(band.shape, bool), np.ones(band.shape, bool)
     if not darker.any():
         return none
-    mixed = _local_mean(darker, img, sigma_vox)
     spacing_kji = np.asarray(spacing_mm, float)[::-1]
     fine = ndi.gaussian_filter(img, [0.8 / s for s in spacing_kji])
     slope = np.sqrt(sum((np.gradient(fine, axis=a) / spacing_kji[a]) ** 2 for a in range(3)))
@@ -548,6 +553,7 @@ def _one_side(
     sigma_vox: list[float],
     min_contrast: float,
     sign: float,
+    level: npt.NDArray[np.float32] | None = None,
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """(Voxels decided, inside) for ``band`` voxels against ``other``, the outside
     shell's tissue darker (``sign`` −1) or brighter (+1) than the region: inside iff
@@ -556,11 +562,13 @@ def _one_side(
     ``min_contrast``. One outside level averages fat with the parenchyma where the region
     meets both: towards the fat it moves the midpoint into the region; towards the
     parenchyma it reads the outside as darker than the region, so that parenchyma
-    voxels, brighter than the region and than that midpoint, were kept."""
+    voxels, brighter than the region and than that midpoint, were kept. ``level``: that
+    local mean when the caller has it already."""
     if not other.any():
         return np.zeros(band.shape, bool), np.ones(band.shape, bool)
     weight = ndi.gaussian_filter(other.astype(np.float32), sigma_vox)
-    level = _local_mean(other, img, sigma_vox)
+    if level is None:
+        level = _local_mean(other, img, sigma_vox)
     active = band & (weight > 0.02) & (sign * (level - lvl_in) >= min_contrast)
     return active, sign * (decide - 0.5 * (lvl_in + level)) < 0
 

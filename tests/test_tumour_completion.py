@@ -38,14 +38,18 @@ def _centres(sub: int, shape: tuple[int, int, int] = _SHAPE
 
 def _sphere_scene(kidney_offset_mm: float,
                   tumour_hu: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
-                  seed: int = 1) -> tuple[Volume, np.ndarray]:
+                  seed: int = 1, muscle_band_mm: float = 0.0) -> tuple[Volume, np.ndarray]:
     """Fat (-100 HU); kidney parenchyma (165 HU) filling x > centre + kidney_offset_mm
     (LPS mm); a sphere of radius 11 mm whose attenuation at (x, y, z) mm is
-    ``tumour_hu(x, y, z)``; box partial volume and 10 HU noise. Returns the image and the
-    voxel-centre truth."""
+    ``tumour_hu(x, y, z)``; with ``muscle_band_mm``, a band of muscle (60 HU) that thick
+    on the far side, its inner face 1 mm into the sphere (the sphere drawn over it); box
+    partial volume and 10 HU noise. Returns the image and the voxel-centre truth."""
     x, y, z = _centres(_SUB)
     scene = np.full(x.shape, -100.0, np.float32)
     scene[x > _C[0] + kidney_offset_mm] = 165.0
+    if muscle_band_mm > 0.0:
+        face = _C[0] - _R_MM + 1.0
+        scene[(x <= face) & (x > face - muscle_band_mm)] = 60.0
     inside = (x - _C[0]) ** 2 + (y - _C[1]) ** 2 + (z - _C[2]) ** 2 <= _R_MM**2
     scene = np.where(inside, tumour_hu(x, y, z), scene)
     arr = scene.mean(axis=(3, 4, 5))
@@ -283,23 +287,11 @@ def test_tumour_inside_a_round_kidney_is_not_given_the_kidney_outline() -> None:
 
 
 def _muscle_band_scene(band_mm: float, seed: int = 1) -> tuple[Volume, np.ndarray]:
-    """:func:`_sphere_scene`'s 120 HU sphere with the kidney 8 mm from the centre, and on
-    the far side a band of muscle (60 HU) ``band_mm`` thick whose inner face cuts 1 mm
-    into the sphere (the sphere drawn over it), fat beyond: the body-wall muscle the
-    synthetic "sphere" scenario's exophytic tumour rests on."""
-    x, y, z = _centres(_SUB)
-    scene = np.full(x.shape, -100.0, np.float32)
-    scene[x > _C[0] + 8.0] = 165.0
-    face = _C[0] - _R_MM + 1.0
-    scene[(x <= face) & (x > face - band_mm)] = 60.0
-    inside = (x - _C[0]) ** 2 + (y - _C[1]) ** 2 + (z - _C[2]) ** 2 <= _R_MM**2
-    scene = np.where(inside, 120.0, scene)
-    arr = scene.mean(axis=(3, 4, 5))
-    arr += np.random.default_rng(seed).normal(0.0, 10.0, _SHAPE).astype(np.float32)
-    xc, yc, zc = _centres(1)
-    truth = ((xc - _C[0]) ** 2 + (yc - _C[1]) ** 2 + (zc - _C[2]) ** 2 <= _R_MM**2)[..., 0, 0, 0]
-    image = Volume.from_geometry(arr, origin_lps=(0, 0, 0), spacing_mm=_SPACING, modality="CT")
-    return image, truth
+    """:func:`_sphere_scene`'s 120 HU sphere with the kidney 8 mm from the centre on a
+    muscle band ``band_mm`` thick, fat beyond: the body-wall muscle the synthetic
+    "sphere" scenario's exophytic tumour rests on."""
+    return _sphere_scene(8.0, lambda x, y, z: np.full(x.shape, 120.0, np.float32), seed,
+                         muscle_band_mm=band_mm)
 
 
 @pytest.mark.parametrize("band_mm", [3.0, 5.0])
@@ -316,6 +308,7 @@ def test_tumour_border_against_a_muscle_band_with_fat_beyond(band_mm: float) -> 
     got = segment_tumour(image, _C + np.array([1.0, -1.0, 0.5]), half_size_mm=30.0)
     mask = got.array.astype(bool)
     x = (np.arange(_SHAPE[2]) * _SPACING[0])[None, None, :]
+    # bars between the code before (1.8 mm in, 0.977, +2.7 %, +2.04 mm) and after
     assert not (mask & (x < _C[0] - _R_MM - 1.5)).any()
     assert dice(mask, truth) >= 0.985
     assert abs(mask.sum() / truth.sum() - 1.0) < 0.015
