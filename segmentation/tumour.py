@@ -54,6 +54,15 @@ _MIN_TUMOUR_ENHANCEMENT_HU = 25.0
 #: radius (mm) around the seed over which the tumour's own level is read (its wall when
 #: the seed lies in a necrotic core)
 _TUMOUR_LEVEL_RADIUS_MM = 12.0
+#: when the median within _SEED_LEVEL_RADIUS_MM of a seed in solid tissue lies further
+#: than _SEED_LEVEL_MISMATCH_HU from that mode, the mode is of the neighbour, not the
+#: tumour: a 0.7 ml endophytic tumour (radius 5.5 mm) fills under a tenth of the ball and
+#: the kidney around it outweighs it (SYN1630001: seed 65 HU, mode 146 HU, the whole
+#: kidney segmented); then the histogram peak nearest the seed's level is used. Over 132
+#: screened baseline tumours of 12 archives every other solid seed lay within 32 HU of
+#: the mode (textured tumours: 20-32 HU)
+_SEED_LEVEL_RADIUS_MM = 3.0
+_SEED_LEVEL_MISMATCH_HU = 40.0
 #: fat-facing surface voxels needed to fit the tumour envelope
 _MIN_FAT_FACING_VOXELS = 60
 #: opening radius that separates the tumour body from thin partial-volume bands
@@ -297,6 +306,10 @@ def tissue_levels_hu(
     ceiling = paren_hu - 15.0 if paren_hu is not None else np.inf
     soft = (values > fat_hu + 60.0) & (values < ceiling)
     tumour_hu = _weighted_mode(values[soft], weights[soft])
+    seed_hu = float(np.median(smooth[dist <= _SEED_LEVEL_RADIUS_MM]))
+    if seed_hu >= 45.0 and abs(seed_hu - tumour_hu) > _SEED_LEVEL_MISMATCH_HU:
+        # a small tumour in a brighter neighbour: the neighbour outweighs it in the ball
+        tumour_hu = _weighted_mode(values[soft], weights[soft], nearest_to=seed_hu)
     if tumour_hu < 45.0:  # a necrotic or cystic core under the seed: use the wall
         wall = soft & (values > 45.0)
         if wall.sum() > 20:
@@ -500,15 +513,26 @@ def _brightest_mode(values: npt.NDArray[np.floating[Any]]) -> float:
     return float(0.5 * (edges[top] + edges[top + 1]))
 
 
-def _weighted_mode(values: npt.NDArray[np.floating[Any]], weights: npt.NDArray[np.float64]
-                   ) -> float:
-    """Mode of a weighted histogram (5 HU bins, lightly smoothed)."""
+def _weighted_mode(values: npt.NDArray[np.floating[Any]], weights: npt.NDArray[np.float64],
+                   nearest_to: float | None = None) -> float:
+    """Mode of a weighted histogram (5 HU bins, lightly smoothed); with ``nearest_to``,
+    of its peaks holding at least a quarter of the main peak's height, the one nearest
+    that level."""
     if values.size == 0:
         raise ValueError("segment_tumour: no soft tissue around the seed")
     edges = np.arange(float(values.min()), float(values.max()) + 10.0, 5.0)
     hist, edges = np.histogram(values, bins=edges, weights=weights)
     hist = ndi.gaussian_filter1d(hist.astype(float), 1.5)
     peak = int(np.argmax(hist))
+    if nearest_to is not None:
+        centres = 0.5 * (edges[:-1] + edges[1:])
+        peaks = [
+            i for i in range(len(hist))
+            if hist[i] >= 0.25 * hist[peak]
+            and hist[i] >= (hist[i - 1] if i > 0 else 0.0)
+            and hist[i] >= (hist[i + 1] if i + 1 < len(hist) else 0.0)
+        ]
+        peak = min(peaks, key=lambda i: abs(centres[i] - nearest_to))
     return float(0.5 * (edges[peak] + edges[peak + 1]))
 
 
