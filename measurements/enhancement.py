@@ -24,7 +24,7 @@ information at that matched resolution.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -85,6 +85,10 @@ class Enhancement:
             contrast point + offset = unenhanced point); None otherwise.
         standard_error_hu: noise standard error of ``delta_hu`` where estimated
             (:func:`ct_enhancement_partial_slabs`); None otherwise.
+        upper_bound: ``delta_hu`` is only an upper bound: the mask has no voxel off its
+            edge along the slices and enhancing tissue lies beyond its poles
+            (:func:`ct_enhancement_at_pre_slabs`), so every contrast value mixes some of
+            it in.
     """
 
     delta_hu: float | None
@@ -96,6 +100,7 @@ class Enhancement:
     post_hu: float | None
     offset_mm: npt.NDArray[np.float64] | None = None
     standard_error_hu: float | None = None
+    upper_bound: bool = False
 
 
 @dataclass(frozen=True)
@@ -315,9 +320,11 @@ def ct_enhancement_at_pre_slabs(
     grid, points = grid[ok], points[ok]
     pre_vals = np.asarray(pre_hu.array)[grid[:, 2], grid[:, 1], grid[:, 0]].astype(np.float64)
     interior = _interior(raw, spacing_kji)
+    bounded = False
     if not interior.any():  # two contrast slices: none between two others
         pixel_mm = float(max(spacing_kji[1:]))
         interior = _eroded_in_plane(raw, spacing_kji, pixel_mm)
+        bounded = _brighter_beyond_poles(raw, post, interior)
     all_in = np.ones(len(grid), dtype=bool)
     post_sum = np.zeros(len(grid), dtype=np.float64)
     interior_sum = np.zeros(len(grid), dtype=np.float64)
@@ -349,9 +356,17 @@ def ct_enhancement_at_pre_slabs(
         unreadable = np.zeros(len(grid), dtype=bool)
     pre_limit = min(exclude_unenhanced_above_hu, exclude_above_hu)
     keep = all_in & ~unreadable & (pre_vals <= pre_limit) & (post_max <= exclude_above_hu)
-    return _summary(pre_vals, post_box, keep,
-                    int(np.count_nonzero(all_in & ~unreadable & ~keep)),
-                    enhancing_hu, equivocal_hu, min_voxels, offset)
+    result = _summary(pre_vals, post_box, keep,
+                      int(np.count_nonzero(all_in & ~unreadable & ~keep)),
+                      enhancing_hu, equivocal_hu, min_voxels, offset)
+    if bounded and result.delta_hu is not None:
+        # every contrast value mixes in the enhancing tissue beyond the poles, which only
+        # lifts it: a reading under the equivocal threshold still says "no"; above it,
+        # the zone's own enhancement cannot be told from the mixture
+        call = (result.classification if result.delta_hu < equivocal_hu
+                else EnhancementClass.NOT_ASSESSABLE)
+        result = replace(result, classification=call, upper_bound=True)
+    return result
 
 
 def ct_enhancement_partial_slabs(
@@ -618,6 +633,24 @@ def _between_slices(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
     along[:-1] &= mask[1:]
     along[0] = along[-1] = False
     return along
+
+
+def _brighter_beyond_poles(mask: npt.NDArray[np.bool_], post: npt.NDArray[np.float32],
+                           reference: npt.NDArray[np.bool_]) -> bool:
+    """Whether the contrast image one slice beyond the mask's first and last slices,
+    under their in-plane interior, reads more than ``_EDGE_BRIGHTER_HU`` above the
+    ``reference`` voxels' median (enhancing tissue across the poles of a mask with no
+    slice between two others: its partial volume is in every slice of the mask)."""
+    slices = np.flatnonzero(mask.any(axis=(1, 2)))
+    beyond = []
+    for k, step in ((int(slices[0]), -1), (int(slices[-1]), 1)):
+        if 0 <= k + step < mask.shape[0]:
+            under = reference[k] if reference[k].any() else mask[k]
+            beyond.append(post[k + step][under])
+    if not beyond:
+        return False
+    values = np.concatenate(beyond)
+    return bool(np.median(values) > float(np.median(post[reference])) + _EDGE_BRIGHTER_HU)
 
 
 def _interior(mask: npt.NDArray[np.bool_], spacing_kji: Any) -> npt.NDArray[np.bool_]:

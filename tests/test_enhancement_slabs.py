@@ -293,3 +293,56 @@ def test_late_zone_on_other_grids_is_not_called_equivocal(centre_dz_mm,
     # the equivocal level separate them
     assert np.mean(readings) == pytest.approx(2.0, abs=2.5), readings
     assert max(readings) < 10.0, readings
+
+
+@pytest.mark.parametrize(("axes_mm", "expected_class"), [
+    ((4.2, 3.5, 3.0), EnhancementClass.NOT_ASSESSABLE),
+    ((4.5, 3.5, 3.4), EnhancementClass.NO),
+])
+def test_two_slice_zone_under_enhancing_parenchyma_is_an_upper_bound(
+        axes_mm, expected_class) -> None:
+    """A 12-month endophytic zone of 0.19-0.22 ml (held-out seed 163's read +22 HU for a
+    true +2, and its lesion was called a local progression) on 3 mm slices of both
+    phases, segmented on two contrast slices: no voxel lies between two others, and the
+    parenchyma beyond its poles (+140 HU) is mixed into every contrast value. Noise-free
+    the 6 mm tall zone reads +13.5 HU (was "equivocal"), the 6.8 mm one +2: a reading
+    that can only be too high is an upper bound; under 10 HU it still says "no", above
+    it the zone's own enhancement cannot be told and it is not assessable."""
+    tissue = _zone_in_parenchyma(axes_mm, 0.0)
+    post = _render(_grid((0.77, 0.77, 3.0), 14.0), tissue, 1, sub=(2, 2, 6))
+    pre = _render(_grid((0.68, 0.68, 3.0), 16.0), tissue, 0, sub=(2, 2, 6))
+    segmented = np.asarray(post.array) < 0.5 * (ZONE_HU[1] + PARENCHYMA_HU[1])
+    assert segmented.any(axis=(1, 2)).sum() == 2
+    res = ct_enhancement_at_pre_slabs(pre, post, post.with_array(segmented, modality=""),
+                                      refine_alignment=False, erode_mm=0.5)
+    assert res.upper_bound
+    assert res.delta_hu is not None and res.delta_hu >= ZONE_HU[1] - ZONE_HU[0] - 0.5
+    assert res.classification is expected_class
+
+
+def test_three_slice_zone_or_fat_beyond_the_poles_is_not_a_bound() -> None:
+    """With a slice between two others the interior is read as before (no bound); a
+    two-slice zone with fat, not enhancing tissue, beyond its poles is not bounded
+    either: fat adds no enhancement."""
+    tissue = _zone_in_parenchyma((4.5, 3.5, 3.4), 1.5)
+    post = _render(_grid((0.77, 0.77, 3.0), 14.0), tissue, 1, sub=(2, 2, 6))
+    pre = _render(_grid((0.68, 0.68, 3.0), 16.0, z_offset_mm=0.5), tissue, 0, sub=(2, 2, 6))
+    segmented = np.asarray(post.array) < 0.5 * (ZONE_HU[1] + PARENCHYMA_HU[1])
+    assert segmented.any(axis=(1, 2)).sum() == 3
+    res = ct_enhancement_at_pre_slabs(pre, post, post.with_array(segmented, modality=""),
+                                      refine_alignment=False, erode_mm=0.5)
+    assert not res.upper_bound and res.classification is EnhancementClass.NO
+
+    def in_fat(p: npt.NDArray[np.float64]) -> tuple[np.ndarray, np.ndarray]:
+        pre_hu, post_hu = _zone_in_parenchyma((4.2, 3.5, 3.0), 0.0)(p)
+        fat = np.abs(p[:, 2] - CENTRE[2]) > 2.5
+        return np.where(fat, FAT_HU[0], pre_hu), np.where(fat, FAT_HU[1], post_hu)
+
+    post = _render(_grid((0.77, 0.77, 3.0), 14.0), in_fat, 1, sub=(2, 2, 6))
+    pre = _render(_grid((0.68, 0.68, 3.0), 16.0), in_fat, 0, sub=(2, 2, 6))
+    segmented = ((np.asarray(post.array) < 0.5 * (ZONE_HU[1] + PARENCHYMA_HU[1]))
+                 & (np.asarray(post.array) > 0.5 * (ZONE_HU[1] + FAT_HU[1])))
+    assert segmented.any(axis=(1, 2)).sum() == 2
+    res = ct_enhancement_at_pre_slabs(pre, post, post.with_array(segmented, modality=""),
+                                      refine_alignment=False, erode_mm=0.5)
+    assert not res.upper_bound

@@ -171,3 +171,27 @@ def test_rendered_late_dead_zone_on_thick_unenhanced_slices_is_not_enhancing() -
     assert thin, m.qc  # the thin-zone reading was the one used
     assert m.values["enhancing"] == "no", thin
     assert abs(m.values["enhancement_hu"] - 2.0) <= 8.0  # its own 95 % interval, ± 8 HU
+
+
+@pytest.mark.slow
+def test_rendered_two_slice_zone_in_kidney_is_not_called_enhancing() -> None:
+    """Held-out seed 163's endophytic papillary patient at 9 months, rendered: a 0.22 ml
+    dead zone (9 × 7 mm, about 7 mm along the slices) inside the kidney, on 3 mm slices of
+    both phases. Segmented on two contrast slices, it has no voxel between two others,
+    and the parenchyma beyond its poles is in every contrast value: it read +22 HU
+    (truth +2), was called enhancing, and the lesion a local progression. That reading
+    is an upper bound: not assessable, with the reason in qc."""
+    from fixtures.phantom import phantom_case, render_series
+    from pipeline.analysis.lesion import measure_zone
+    from pipeline.assessment import AssessmentCriteria
+
+    case = phantom_case("endophytic_papillary", study="fu2", seed=163, index=1, small=False)
+    pre = render_series(case.plan, "fu2/ct_unenhanced")
+    assert pre.spacing_mm[2] == pytest.approx(3.0)
+    centre = np.asarray(case.truth["timepoint"]["centroid_lps"]) + np.array([1.0, -1.0, 1.0])
+    m = measure_zone(case.image, pre, centre, AssessmentCriteria(), 70.0)
+    bound = [q for q in m.qc if "upper bound" in q]
+    assert bound, m.qc
+    # +20 HU here (+22 in the pipeline run, whose centre and crop differ): at or above
+    # the equivocal level, so not assessable rather than "yes"
+    assert m.values["enhancing"] == "not_assessable", bound

@@ -417,6 +417,11 @@ def _classify_ct_zone(m: StudyMeasurement, pre: Volume, post: Volume, zone: Volu
     assert overall is not None
     if native is not None and native.delta_hu is not None:
         overall = native
+        if native.upper_bound:
+            m.qc.append(
+                f"zone on at most two contrast slices with enhancing tissue beyond its "
+                f"poles: every contrast value mixes it in, so ΔHU {native.delta_hu:+.0f} "
+                f"HU is an upper bound → {native.classification.value}")
         if native.standard_error_hu is not None and np.isfinite(native.standard_error_hu):
             m.qc.append(
                 f"zone thinner than one unenhanced slice: ΔHU {native.delta_hu:+.0f} ± "
