@@ -450,6 +450,15 @@ def _refine_in_box(
                                             min_contrast, sign, level)
                 keep = np.where(side, side_keep, keep)
                 decided |= side
+                side_bright = side
+            # brighter voxels beside brighter tissue whose level is within min_contrast of
+            # the region's: the one outside level mixes that tissue with fat, and judged
+            # against it they were kept (texture-bright kidney at a textured tumour)
+            bright_level = _local_mean(brighter_shell, img, sigma_vox)
+            bright_weight = ndi.gaussian_filter(brighter_shell.astype(np.float32), sigma_vox)
+            faint = (band & (img > lvl_in) & (contrast > 0) & (bright_weight > 0.02)
+                     & (bright_level - lvl_in < min_contrast) & ~side_bright)
+            decided &= ~faint
             # a thin layer of darker soft tissue (muscle) between the region and fat: its
             # own level, where it is the nearer of the two
             side, side_keep = _layer_side(band & (img < lvl_in), dec, img, darker_shell,
