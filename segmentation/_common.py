@@ -443,21 +443,24 @@ def _refine_in_box(
             # the darker shell's one level, read once: _one_side judges against it and
             # _layer_side finds a layer brighter than it
             darker_level = _local_mean(darker_shell, img, sigma_vox)
+            bright_level = _local_mean(brighter_shell, img, sigma_vox)
+            sides = []
             for sign, sel, other, level in (
                     (-1.0, band & (img < lvl_in), darker_shell, darker_level),
-                    (1.0, band & (img > lvl_in) & notch, brighter_shell, None)):
+                    (1.0, band & (img > lvl_in) & notch, brighter_shell, bright_level)):
                 side, side_keep = _one_side(sel, dec, img, other, lvl_in, sigma_vox,
                                             min_contrast, sign, level)
                 keep = np.where(side, side_keep, keep)
                 decided |= side
-                side_bright = side
+                sides.append(side)
             # brighter voxels beside brighter tissue whose level is within min_contrast of
-            # the region's: the one outside level mixes that tissue with fat, and judged
-            # against it they were kept (texture-bright kidney at a textured tumour)
-            bright_level = _local_mean(brighter_shell, img, sigma_vox)
+            # the region's, outside what the notch rule judged: the one outside level mixes
+            # that tissue with fat and reads darker than the region, and judged against it
+            # they were kept (texture-bright kidney at a textured tumour); the border there
+            # is left alone, as wherever the contrast is under the bar
             bright_weight = ndi.gaussian_filter(brighter_shell.astype(np.float32), sigma_vox)
             faint = (band & (img > lvl_in) & (contrast > 0) & (bright_weight > 0.02)
-                     & (bright_level - lvl_in < min_contrast) & ~side_bright)
+                     & (bright_level - lvl_in < min_contrast) & ~sides[1])
             decided &= ~faint
             # a thin layer of darker soft tissue (muscle) between the region and fat: its
             # own level, where it is the nearer of the two
