@@ -284,8 +284,11 @@ def tissue_levels_hu(
     """(fat level, tumour level, tumour spread, parenchyma level or None), all HU.
 
     The tumour level is the mode of soft-tissue voxels within 12 mm of the seed, weighted
-    by a Gaussian of the distance (σ 6 mm); when it is below 45 HU (seed in a necrotic
-    or cystic core) the mode of the brighter wall is used instead. The parenchyma level
+    by a Gaussian of the distance (σ 6 mm). When the seed's own 3 mm (median) lies in
+    solid tissue over 40 HU from that mode, the mode is of a brighter neighbour that
+    outweighs a small tumour in the ball, and the histogram peak nearest the seed's level
+    is used. When the level is below 45 HU (seed in a necrotic or cystic core) the mode
+    of the brighter wall is used instead. The parenchyma level
     is the mode of voxels brighter than the tumour by > 25 HU (kidney voxels when a
     kidney mask is given) within 40 mm of the seed.
     """
@@ -503,14 +506,18 @@ def _brightest_mode(values: npt.NDArray[np.floating[Any]]) -> float:
     edges = np.arange(float(values.min()), float(values.max()) + 10.0, 5.0)
     hist, edges = np.histogram(values, bins=edges)
     hist = ndi.gaussian_filter1d(hist.astype(float), 1.5)
-    peaks = [
+    top = max(_histogram_peaks(hist))
+    return float(0.5 * (edges[top] + edges[top + 1]))
+
+
+def _histogram_peaks(hist: npt.NDArray[np.float64]) -> list[int]:
+    """Bins of ``hist`` that are local maxima holding at least a quarter of its highest."""
+    return [
         i for i in range(len(hist))
         if hist[i] >= 0.25 * hist.max()
         and hist[i] >= (hist[i - 1] if i > 0 else 0.0)
         and hist[i] >= (hist[i + 1] if i + 1 < len(hist) else 0.0)
     ]
-    top = max(peaks)
-    return float(0.5 * (edges[top] + edges[top + 1]))
 
 
 def _weighted_mode(values: npt.NDArray[np.floating[Any]], weights: npt.NDArray[np.float64],
@@ -526,13 +533,7 @@ def _weighted_mode(values: npt.NDArray[np.floating[Any]], weights: npt.NDArray[n
     peak = int(np.argmax(hist))
     if nearest_to is not None:
         centres = 0.5 * (edges[:-1] + edges[1:])
-        peaks = [
-            i for i in range(len(hist))
-            if hist[i] >= 0.25 * hist[peak]
-            and hist[i] >= (hist[i - 1] if i > 0 else 0.0)
-            and hist[i] >= (hist[i + 1] if i + 1 < len(hist) else 0.0)
-        ]
-        peak = min(peaks, key=lambda i: abs(centres[i] - nearest_to))
+        peak = min(_histogram_peaks(hist), key=lambda i: abs(centres[i] - nearest_to))
     return float(0.5 * (edges[peak] + edges[peak + 1]))
 
 
