@@ -440,16 +440,19 @@ def _refine_in_box(
             # both; elsewhere the rule above is that judgement already
             notch = ndi.distance_transform_edt(~darker_shell,
                                                sampling=spacing_mm[::-1]) <= _NOTCH_MM
-            # the darker shell's one level, read once: _one_side judges against it and
-            # _layer_side finds a layer brighter than it
-            darker_level = _local_mean(darker_shell, img, sigma_vox)
-            bright_level = _local_mean(brighter_shell, img, sigma_vox)
+            # each shell's one level and Gaussian weight, read once: _one_side judges
+            # against them, _layer_side finds a layer brighter than the darker level and
+            # the faint rule below reads the brighter one
+            darker_level, darker_weight = _local_mean_and_weight(darker_shell, img, sigma_vox)
+            bright_level, bright_weight = _local_mean_and_weight(brighter_shell, img,
+                                                                 sigma_vox)
             sides = []
-            for sign, sel, other, level in (
-                    (-1.0, band & (img < lvl_in), darker_shell, darker_level),
-                    (1.0, band & (img > lvl_in) & notch, brighter_shell, bright_level)):
+            for sign, sel, other, level, weight in (
+                    (-1.0, band & (img < lvl_in), darker_shell, darker_level, darker_weight),
+                    (1.0, band & (img > lvl_in) & notch, brighter_shell, bright_level,
+                     bright_weight)):
                 side, side_keep = _one_side(sel, dec, img, other, lvl_in, sigma_vox,
-                                            min_contrast, sign, level)
+                                            min_contrast, sign, level, weight)
                 keep = np.where(side, side_keep, keep)
                 decided |= side
                 sides.append(side)
@@ -458,7 +461,6 @@ def _refine_in_box(
             # that tissue with fat and reads darker than the region, and judged against it
             # they were kept (texture-bright kidney at a textured tumour); the border there
             # is left alone, as wherever the contrast is under the bar
-            bright_weight = ndi.gaussian_filter(brighter_shell.astype(np.float32), sigma_vox)
             faint = (band & (img > lvl_in) & (contrast > 0) & (bright_weight > 0.02)
                      & (bright_level - lvl_in < min_contrast) & ~sides[1])
             decided &= ~faint
@@ -566,6 +568,7 @@ def _one_side(
     min_contrast: float,
     sign: float,
     level: npt.NDArray[np.float32] | None = None,
+    weight: npt.NDArray[np.float32] | None = None,
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """(Voxels decided, inside) for ``band`` voxels against ``other``, the outside
     shell's tissue darker (``sign`` −1) or brighter (+1) than the region: inside iff
@@ -574,13 +577,13 @@ def _one_side(
     ``min_contrast``. One outside level averages fat with the parenchyma where the region
     meets both: towards the fat it moves the midpoint into the region; towards the
     parenchyma it reads the outside as darker than the region, so that parenchyma
-    voxels, brighter than the region and than that midpoint, were kept. ``level``: that
-    local mean when the caller has it already."""
+    voxels, brighter than the region and than that midpoint, were kept. ``level``,
+    ``weight``: that local mean and its Gaussian weight (:func:`_local_mean_and_weight`)
+    when the caller has them already."""
     if not other.any():
         return np.zeros(band.shape, bool), np.ones(band.shape, bool)
-    weight = ndi.gaussian_filter(other.astype(np.float32), sigma_vox)
-    if level is None:
-        level = _local_mean(other, img, sigma_vox)
+    if level is None or weight is None:
+        level, weight = _local_mean_and_weight(other, img, sigma_vox)
     active = band & (weight > 0.02) & (sign * (level - lvl_in) >= min_contrast)
     return active, sign * (decide - 0.5 * (lvl_in + level)) < 0
 
@@ -589,9 +592,17 @@ def _local_mean(sel: npt.NDArray[np.bool_], img: npt.NDArray[np.float32],
                 sigma_vox: list[float]) -> npt.NDArray[np.float32]:
     """Gaussian-weighted mean of ``img`` over the voxels of ``sel`` (normalised by the
     weight of ``sel``, so the level is of that tissue alone), σ in voxels per axis."""
+    return _local_mean_and_weight(sel, img, sigma_vox)[0]
+
+
+def _local_mean_and_weight(sel: npt.NDArray[np.bool_], img: npt.NDArray[np.float32],
+                           sigma_vox: list[float]
+                           ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """(:func:`_local_mean`, the Gaussian weight of ``sel`` it divides by: how much of
+    ``sel`` lies within reach of each voxel, 0-1)."""
     w = ndi.gaussian_filter(sel.astype(np.float32), sigma_vox)
     v = ndi.gaussian_filter(np.where(sel, img, 0.0).astype(np.float32), sigma_vox)
-    return np.asarray(v / np.maximum(w, _MIN_MEAN_WEIGHT))
+    return np.asarray(v / np.maximum(w, _MIN_MEAN_WEIGHT)), np.asarray(w)
 
 
 def _slab_inside(

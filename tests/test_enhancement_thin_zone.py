@@ -8,6 +8,8 @@ enhancing parenchyma (45 → 175 HU), rendered with partial volume as in
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pytest
 
@@ -20,6 +22,9 @@ from measurements import (
 from measurements.enhancement import _noise
 from pipeline.image import Volume
 from tests.test_enhancement_slabs import CENTRE, _grid, _render
+
+if TYPE_CHECKING:
+    from pipeline.analysis.lesion import StudyMeasurement
 
 AXES_MM = np.array([12.0, 12.0, 2.0])
 
@@ -149,6 +154,24 @@ def test_call_within_the_noise_interval(delta: float, se: float,
     assert classify_with_uncertainty(delta, se, 20.0, 10.0) is expected
 
 
+def _measure_rendered_zone(scenario: str, seed: int, index: int, *, pre_slice_mm: float,
+                           click_offset_mm: tuple[float, float, float]
+                           ) -> StudyMeasurement:
+    """A follow-up study ("fu2") of a synthetic patient rendered at full resolution and
+    measured through the pipeline's ``measure_zone`` (phases aligned, zone segmented, its
+    ΔHU read), from a click ``click_offset_mm`` (LPS mm) off the zone's true centroid;
+    the unenhanced series' slice thickness is checked to be ``pre_slice_mm``."""
+    from fixtures.phantom import phantom_case, render_series
+    from pipeline.analysis.lesion import measure_zone
+    from pipeline.assessment import AssessmentCriteria
+
+    case = phantom_case(scenario, study="fu2", seed=seed, index=index, small=False)
+    pre = render_series(case.plan, "fu2/ct_unenhanced")
+    assert pre.spacing_mm[2] == pytest.approx(pre_slice_mm)
+    centre = np.asarray(case.truth["timepoint"]["centroid_lps"]) + np.asarray(click_offset_mm)
+    return measure_zone(case.image, pre, centre, AssessmentCriteria(), 70.0)
+
+
 @pytest.mark.slow
 def test_rendered_late_dead_zone_on_thick_unenhanced_slices_is_not_enhancing() -> None:
     """Held-out seed 151's benign-rim patient at 12 months, rendered: a 1.1 ml dead zone
@@ -158,15 +181,8 @@ def test_rendered_late_dead_zone_on_thick_unenhanced_slices_is_not_enhancing() -
     20, so the call is the estimate's class, "no" (it was "equivocal", and the lesion's
     success flags were left empty). Goes through the pipeline's zone measurement
     (phases aligned, zone segmented, its ΔHU read on the unenhanced slabs)."""
-    from fixtures.phantom import phantom_case, render_series
-    from pipeline.analysis.lesion import measure_zone
-    from pipeline.assessment import AssessmentCriteria
-
-    case = phantom_case("benign_rim", study="fu2", seed=151, index=7, small=False)
-    pre = render_series(case.plan, "fu2/ct_unenhanced")
-    assert pre.spacing_mm[2] == pytest.approx(5.0)
-    centre = np.asarray(case.truth["timepoint"]["centroid_lps"]) + np.array([2.0, -2.0, 2.0])
-    m = measure_zone(case.image, pre, centre, AssessmentCriteria(), 70.0)
+    m = _measure_rendered_zone("benign_rim", 151, 7, pre_slice_mm=5.0,
+                               click_offset_mm=(2.0, -2.0, 2.0))
     thin = [q for q in m.qc if "partly filled slabs unmixed" in q]
     assert thin, m.qc  # the thin-zone reading was the one used
     assert m.values["enhancing"] == "no", thin
@@ -181,15 +197,8 @@ def test_rendered_two_slice_zone_in_kidney_is_not_called_enhancing() -> None:
     and the parenchyma beyond its poles is in every contrast value: it read +22 HU
     (truth +2), was called enhancing, and the lesion a local progression. That reading
     is an upper bound: not assessable, with the reason in qc."""
-    from fixtures.phantom import phantom_case, render_series
-    from pipeline.analysis.lesion import measure_zone
-    from pipeline.assessment import AssessmentCriteria
-
-    case = phantom_case("endophytic_papillary", study="fu2", seed=163, index=1, small=False)
-    pre = render_series(case.plan, "fu2/ct_unenhanced")
-    assert pre.spacing_mm[2] == pytest.approx(3.0)
-    centre = np.asarray(case.truth["timepoint"]["centroid_lps"]) + np.array([1.0, -1.0, 1.0])
-    m = measure_zone(case.image, pre, centre, AssessmentCriteria(), 70.0)
+    m = _measure_rendered_zone("endophytic_papillary", 163, 1, pre_slice_mm=3.0,
+                               click_offset_mm=(1.0, -1.0, 1.0))
     bound = [q for q in m.qc if "upper bound" in q]
     assert bound, m.qc
     # +20 HU here (+22 in the pipeline run, whose centre and crop differ): at or above

@@ -41,6 +41,7 @@ def test_weighted_mode_nearest_to_picks_the_peak_nearest_the_level() -> None:
     values = np.concatenate([rng.normal(70.0, 5.0, 600), rng.normal(160.0, 5.0, 1000),
                              rng.normal(20.0, 5.0, 100)])
     weights = np.ones_like(values)
+    # ± 5 HU: one histogram bin
     assert _weighted_mode(values, weights) == pytest.approx(160.0, abs=5.0)
     assert _weighted_mode(values, weights, nearest_to=60.0) == pytest.approx(70.0, abs=5.0)
     assert _weighted_mode(values, weights, nearest_to=10.0) == pytest.approx(70.0, abs=5.0)
@@ -53,6 +54,8 @@ def test_small_dark_tumour_in_textured_kidney_reads_its_own_level() -> None:
     65 HU, over 40 HU from it, so the peak nearest the seed is taken: the tumour's."""
     smooth = _ball_scene(65.0, 165.0)
     _, tumour_hu, _, paren_hu = tissue_levels_hu(smooth, (20, 25, 25), _SPACING_MM)
+    # 66 HU read, 141 before: ± 10 HU is two bins; the kidney's own level is its 165 HU
+    # mode less a 25 HU margin for its texture
     assert tumour_hu == pytest.approx(65.0, abs=10.0)
     assert paren_hu is not None and paren_hu > 140.0
 
@@ -76,10 +79,13 @@ def test_rendered_small_endophytic_papillary_tumour_is_not_the_kidney(endophytic
     smooth = _smoothed(crop, sigma_mm=0.8)
     _, tumour_hu, _, paren_hu = tissue_levels_hu(smooth, point_index_kji(crop, seed),
                                                  crop.spacing_mm)
+    # bars between the tumour's level (81 HU read) and the kidney's (146 read before;
+    # its own mode 167 HU)
     assert tumour_hu < 110.0
     assert paren_hu is not None and paren_hu > 150.0
     mask = segment_tumour(case.image, seed)
     got = mask.array.astype(bool)
     truth = case.masks["tumour"].array.astype(bool)
+    # the project's targets (Dice 0.90, volume 10 %); read 0.94 and -6 %, 0.02 before
     assert dice(got, truth) >= 0.9
     assert abs(got.sum() / truth.sum() - 1.0) < 0.1
