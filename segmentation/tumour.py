@@ -143,6 +143,15 @@ _RAY_REGION_MAX_SHARE = 0.5
 _RAY_SHARED_OUTLINE = 0.25
 _RAY_REGION_OUTSIDE = 0.05
 _RAY_ADDED_FAT_SHARE = 0.3
+#: a region that runs on beyond the round mass (deeper than _RAY_FIT_MM outside it) over
+#: at least _LEAK_MASS_OUTSIDE of its voxels, where fat outlines the mass on at least
+#: _LEAK_MASS_MIN_SHARE of all rays, leaked into an iso-enhancing neighbour: the mass is
+#: its envelope (_leaked_past_round_mass). SYN1730000 (a clear-cell tumour of 155 HU,
+#: texture σ 30 HU, on 187 HU kidney): 52 % of the region beyond, 77 % of rays on the
+#: mass, whose Dice with the tumour is 0.95; of 154 screened baseline tumours of 14
+#: archives no other passed both bars
+_LEAK_MASS_MIN_SHARE = 0.6
+_LEAK_MASS_OUTSIDE = 0.2
 
 
 def segment_tumour(
@@ -220,14 +229,18 @@ def segment_tumour(
     if convex_fill:
         # bright (textured) tumour lobes against parenchyma fall above ``hi``: restore them
         # through the convex hull when what it adds looks like tumour, not parenchyma
-        envelope = _fat_envelope(region, smooth, lo, spacing, seed_kji)
+        # a region leaked into an iso-enhancing kidney is bounded by the round mass fat
+        # outlines around the seed, not by an ellipsoid fitted to its own surface
+        outlined = _leaked_past_round_mass(region, smooth, spacing, seed_kji, lo)
+        envelope = outlined if outlined is not None else _fat_envelope(
+            region, smooth, lo, spacing, seed_kji)
         if envelope is not None:
             # the contour against fat continued across the parenchyma interface: parts of
             # the region beyond it (medulla reached through the interface) are cut, and
-            # the hull may not cross it
+            # the hull may not cross it; beyond the round mass, whatever their share
             clipped = nearest_component(region & envelope, seed_kji, spacing,
                                         max_distance_mm=8.0)
-            if clipped.sum() > 0.5 * region.sum():
+            if clipped.sum() > 0.5 * region.sum() or (outlined is not None and clipped.any()):
                 region = clipped
             hull = convex_hull_mask(region) & (smooth > lo) & envelope
         else:
@@ -769,7 +782,10 @@ def _round_mass(
              + directions[:, None, :] * steps_mm[None, :, None] / scale_kji)
     values = ndi.map_coordinates(np.asarray(smooth, np.float32), where.reshape(-1, 3).T,
                                  order=1, mode="nearest").reshape(n, -1)
+    # a seed in a necrotic or cystic core (below the fat boundary too) starts its rays
+    # there: each ray's exit is its first crossing into fat after it met the tumour's wall
     below = values < fat_boundary_hu
+    below &= np.maximum.accumulate(~below, axis=1)
     first = below.argmax(axis=1)
     left = below.any(axis=1) & (first > 0)
     if left.sum() < _MIN_FAT_FACING_VOXELS:
@@ -812,6 +828,34 @@ def _round_mass(
     radius_mm = (-b + np.sqrt(b * b - 4.0 * a * c)) / (2.0 * a)
     fits = np.abs(exit_mm - radius_mm[left]) <= _RAY_FIT_MM
     return centre, form, float(fits.sum()) / n
+
+
+def _leaked_past_round_mass(
+    region: npt.NDArray[np.bool_],
+    smooth: npt.NDArray[np.floating[Any]],
+    spacing_mm: npt.NDArray[np.float64],
+    seed_kji: tuple[int, int, int],
+    fat_boundary_hu: float,
+) -> npt.NDArray[np.bool_] | None:
+    """The round mass around the seed (:func:`_round_mass`) as the region's envelope when
+    fat outlines it on most rays and the region runs on well beyond it; else None.
+
+    A clear-cell tumour whose texture straddles the kidney's level keeps, in the
+    intensity window, its darker half and the kidney's darker voxels: the region's
+    fat-facing surface is then a cap of the tumour's outline, and the ellipsoid fitted
+    to it (:func:`_fat_envelope`) runs deep into the kidney. The rays see the whole
+    outline against fat however little of it the region holds."""
+    mass = _round_mass(smooth, seed_kji, spacing_mm, fat_boundary_hu)
+    if mass is None or mass[2] < _LEAK_MASS_MIN_SHARE:
+        return None
+    box = bbox_slices(region, (0, 0, 0))
+    if box is None:
+        return None
+    box_seed = tuple(s - b.start for s, b in zip(seed_kji, box, strict=True))
+    in_box = _depth_mm(region[box].shape, box_seed, spacing_mm, mass[0], mass[1])
+    if (region[box] & (in_box > _RAY_FIT_MM)).sum() < _LEAK_MASS_OUTSIDE * region.sum():
+        return None
+    return np.asarray(_depth_mm(smooth.shape, seed_kji, spacing_mm, mass[0], mass[1]) <= 0.0)
 
 
 def _sphere_centre(points_mm: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
