@@ -228,12 +228,16 @@ def segment_tumour(
             f"segment_tumour: nothing between {lo:.0f} and {hi:.0f} HU near the seed "
             f"{np.round(seed, 1).tolist()} (LPS mm)"
         )
+    # the round mass fat outlines around the seed, seen by rays cast once: it bounds a
+    # region leaked into an iso-enhancing kidney (below) and completes a fragment (at
+    # the end)
+    mass = _round_mass(smooth, seed_kji, spacing, lo) if convex_fill else None
     if convex_fill:
         # bright (textured) tumour lobes against parenchyma fall above ``hi``: restore them
-        # through the convex hull when what it adds looks like tumour, not parenchyma
-        # a region leaked into an iso-enhancing kidney is bounded by the round mass fat
-        # outlines around the seed, not by an ellipsoid fitted to its own surface
-        outlined = _leaked_past_round_mass(region, smooth, spacing, seed_kji, lo)
+        # through the convex hull when what it adds looks like tumour, not parenchyma;
+        # a region leaked into an iso-enhancing kidney is bounded by the round mass, not
+        # by an ellipsoid fitted to its own surface
+        outlined = _leaked_past_round_mass(region, mass, spacing, seed_kji)
         envelope = outlined if outlined is not None else _fat_envelope(
             region, smooth, lo, spacing, seed_kji)
         if envelope is not None:
@@ -265,7 +269,7 @@ def segment_tumour(
     if convex_fill:
         region = _complete_round_contour(region, smooth, spacing, seed_kji, lo,
                                          brighter_than_hu=paren_hu, decide=decide)
-        region = _complete_round_mass(region, smooth, spacing, seed_kji, lo, decide)
+        region = _complete_round_mass(region, smooth, spacing, seed_kji, lo, decide, mass)
     return paste_into(contrast, crop, region)
 
 
@@ -834,20 +838,19 @@ def _round_mass(
 
 def _leaked_past_round_mass(
     region: npt.NDArray[np.bool_],
-    smooth: npt.NDArray[np.floating[Any]],
+    mass: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float] | None,
     spacing_mm: npt.NDArray[np.float64],
     seed_kji: tuple[int, int, int],
-    fat_boundary_hu: float,
 ) -> npt.NDArray[np.bool_] | None:
-    """The round mass around the seed (:func:`_round_mass`) as the region's envelope when
-    fat outlines it on most rays and the region runs on well beyond it; else None.
+    """The round mass around the seed (``mass``: :func:`_round_mass` on the region's
+    crop) as the region's envelope when fat outlines it on most rays and the region runs
+    on well beyond it; else None.
 
     A clear-cell tumour whose texture straddles the kidney's level keeps, in the
     intensity window, its darker half and the kidney's darker voxels: the region's
     fat-facing surface is then a cap of the tumour's outline, and the ellipsoid fitted
     to it (:func:`_fat_envelope`) runs deep into the kidney. The rays see the whole
     outline against fat however little of it the region holds."""
-    mass = _round_mass(smooth, seed_kji, spacing_mm, fat_boundary_hu)
     if mass is None or mass[2] < _LEAK_MASS_MIN_SHARE:
         return None
     box = bbox_slices(region, (0, 0, 0))
@@ -857,7 +860,7 @@ def _leaked_past_round_mass(
     in_box = _depth_mm(region[box].shape, box_seed, spacing_mm, mass[0], mass[1])
     if (region[box] & (in_box > _RAY_FIT_MM)).sum() < _LEAK_MASS_OUTSIDE * region.sum():
         return None
-    return np.asarray(_depth_mm(smooth.shape, seed_kji, spacing_mm, mass[0], mass[1]) <= 0.0)
+    return np.asarray(_depth_mm(region.shape, seed_kji, spacing_mm, mass[0], mass[1]) <= 0.0)
 
 
 def _sphere_centre(points_mm: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -875,8 +878,10 @@ def _complete_round_mass(
     seed_kji: tuple[int, int, int],
     fat_boundary_hu: float,
     decide: npt.NDArray[np.float32],
+    mass: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float] | None,
 ) -> npt.NDArray[np.bool_]:
-    """The region completed to the round mass around the seed (:func:`_round_mass`) when
+    """The region completed to the round mass around the seed (``mass``:
+    :func:`_round_mass` on ``smooth`` at ``fat_boundary_hu``) when
     the region is a fragment of it (see _RAY_MIN_SHARE and what follows it): the non-fat
     crescent between them (:func:`_crescent_inside`) is added and the border re-placed and
     cleaned as the region's was.
@@ -885,7 +890,6 @@ def _complete_round_mass(
     parenchyma's level; the window around the seed kept a fragment of it, whose own
     fat-facing surface was too little for the contour completion to go on (SYN1130000:
     5.0 of 17.7 ml, SYN0890000: 2.3 of 4.9 ml)."""
-    mass = _round_mass(smooth, seed_kji, spacing_mm, fat_boundary_hu)
     if mass is None or mass[2] < _RAY_MIN_SHARE:
         return region
     centre, form, _ = mass

@@ -69,13 +69,15 @@ def test_region_leaked_into_a_neighbour_is_bounded_by_the_mass() -> None:
     smooth = np.where(block, np.float32(150.0), smooth)
     ball = _radius_mm() <= 12.0
     leaked = ball | (block & (np.abs(np.indices(_SHAPE)[1] - 35) <= 15))
-    envelope = _leaked_past_round_mass(leaked, smooth, _SPACING_MM, _CENTRE_KJI, 25.0)
+    mass = _round_mass(smooth, _CENTRE_KJI, _SPACING_MM, 25.0)
+    envelope = _leaked_past_round_mass(leaked, mass, _SPACING_MM, _CENTRE_KJI)
     assert envelope is not None
     # the block faces the rays over a 0.8 mm-deep cap only: the mass is the ball to
     # within the fit's tolerance (Dice ≥ 0.95 on a 7 ml ball)
     assert dice(envelope, ball) > 0.95
-    assert _leaked_past_round_mass(ball, smooth, _SPACING_MM, _CENTRE_KJI, 25.0) is None
-    centre, form, _ = _round_mass(smooth, _CENTRE_KJI, _SPACING_MM, 25.0)
+    assert _leaked_past_round_mass(ball, mass, _SPACING_MM, _CENTRE_KJI) is None
+    assert mass is not None
+    centre, form, _ = mass
     depth = _depth_mm(_SHAPE, _CENTRE_KJI, _SPACING_MM, centre, form)
     assert (ball & (depth > 1.0)).sum() == 0
 
