@@ -261,6 +261,47 @@ def give_back_shaved(
     return opened | (region & near & ~base)
 
 
+def fit_ellipsoid(
+    points_mm: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+    """Algebraic least-squares ellipsoid through points: (centre, form) with the surface
+    at (x − centre)ᵀ form (x − centre) = 1; None unless the quadric is an ellipsoid."""
+    x, y, z = points_mm.T
+    design = np.stack([x * x, y * y, z * z, 2 * x * y, 2 * x * z, 2 * y * z, 2 * x, 2 * y,
+                       2 * z], axis=1)
+    coef = np.linalg.lstsq(design, np.ones(len(points_mm)), rcond=None)[0]
+    a, b, c, d, e, f = coef[:6]
+    quad = np.array([[a, d, e], [d, b, f], [e, f, c]])
+    if np.any(np.linalg.eigvalsh(quad) <= 0):
+        return None
+    centre = -np.linalg.solve(quad, coef[6:])
+    return centre, quad / (1.0 + centre @ quad @ centre)
+
+
+def robust_ellipsoid(
+    points_mm: npt.NDArray[np.float64], min_cut_mm: float, *, min_points: int,
+    rounds: int = 3,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+    """(centre, form) of :func:`fit_ellipsoid` refitted ``rounds`` times without the
+    points farther from the fitted surface (radially, mm) than ``min_cut_mm`` or 2.5 ×
+    the median residual, whichever is larger; None when a fit fails or fewer than
+    ``min_points`` points remain."""
+    fit = fit_ellipsoid(points_mm)
+    for _ in range(rounds):
+        if fit is None:
+            return None
+        centre, form = fit
+        rel = points_mm - centre
+        radius = np.linalg.norm(rel, axis=1)
+        level = np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", rel, form, rel), 1e-12))
+        residual_mm = np.abs(1.0 - 1.0 / level) * radius
+        keep = residual_mm < max(min_cut_mm, 2.5 * float(np.median(residual_mm)))
+        if keep.sum() < min_points:
+            return None
+        fit = fit_ellipsoid(points_mm[keep])
+    return fit
+
+
 def dice(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
     """Dice overlap of two binary arrays of the same shape (1.0 when both are empty)."""
     a = np.asarray(a, bool)

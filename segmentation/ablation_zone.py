@@ -38,6 +38,7 @@ from segmentation._common import (
     point_index_kji,
     refine_boundary,
     require_inside,
+    robust_ellipsoid,
     smooth_mask,
     without_voxel_noise,
 )
@@ -100,6 +101,25 @@ _THICK_ZONE_KEEPS = 0.5
 #: (screened on 207 follow-up zones of nine archives: σ 0.8 mm left 21 of them off the
 #: size targets, 1.2 mm 19; at 1.5 mm zones under 3 ml read 2 % smaller again)
 _REGULARISE_MM = 1.2
+#: a round zone's voxels more than _ROUND_LEDGE_MM outside the ellipsoid fitted to its
+#: own surface, in parts reaching at most _ROUND_LEDGE_DEPTH_MM beyond it, are a ledge,
+#: not zone (_without_ledge_beyond_round): where the zone meets a thin muscle band or
+#: wedge, the muscle's partial volume with the fat behind it reads at the zone's level,
+#: and the border ran 2-3 voxels along it (3-month sphere zones: 3-D diameter +1.7 to
+#: +3.3 mm, one per archive). Applied only when the zone is round (median distance of its
+#: surface from the fit at most _ROUND_FIT_RESIDUAL_MM), holds at least
+#: _ROUND_MIN_VOXELS voxels and the ledge is at most _ROUND_LEDGE_MAX_SHARE of it; a
+#: deeper part is a lobe or a nodule of the zone and stays. On 162 screened follow-up
+#: zones of 10 archives: off target 11 → 8 (three of the eight muscle zones fixed, four
+#: more 0.7-1.7 mm shorter, none made worse), mean Dice 0.9731 → 0.9733, mean volume
+#: −1.23 → −1.34 % (no zone lost more than 1.9 %). Fitted through the inside surface
+#: voxels' centres with a 1 mm bar instead, four were fixed but a voxelised sphere on
+#: 2 mm slices lost its polar voxels (mean volume −1.56 %)
+_ROUND_LEDGE_MM = 0.5
+_ROUND_LEDGE_DEPTH_MM = 3.0
+_ROUND_FIT_RESIDUAL_MM = 0.5
+_ROUND_MIN_VOXELS = 200
+_ROUND_LEDGE_MAX_SHARE = 0.05
 _REGULARISE_CURVATURE_MM = 2.5
 
 
@@ -363,6 +383,7 @@ def segment_ablation_zone(
     # calipers: cleaned as the tumour's
     zone = without_voxel_noise(zone, spacing, seed_kji, _REGULARISE_MM,
                                _REGULARISE_CURVATURE_MM)
+    zone = _without_ledge_beyond_round(zone, spacing)
     labels, n = ndi.label(nodules, structure=np.ones((3, 3, 3), bool))
     voxel_ml = crop.voxel_volume_mm3 / 1000.0
     volumes = [float((labels == i).sum() * voxel_ml) for i in range(1, n + 1)]
@@ -804,6 +825,61 @@ def _without_bands(hull: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float
         # reached a tissue 11 mm away, which became a false 0.35 ml nodule)
         return kept
     return hull
+
+
+def _without_ledge_beyond_round(zone: npt.NDArray[np.bool_],
+                                spacing_mm: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+    """``zone`` without its voxels more than _ROUND_LEDGE_MM outside the ellipsoid fitted
+    to its own surface, when the zone is round (see _ROUND_LEDGE_MM): a thin muscle band
+    or wedge beside the zone reads at the zone's level where it mixes with the fat behind
+    it, and a ledge along it lengthens the calipers. The fit is robust
+    (:func:`segmentation._common.robust_ellipsoid`: points off the fitted surface by over
+    1 mm are refitted without), so the ledge does not pull it outwards."""
+    if zone.sum() < _ROUND_MIN_VOXELS:
+        return zone
+    box = bbox_slices(zone, 1)
+    assert box is not None
+    sub = zone[box]
+    from skimage.measure import marching_cubes
+
+    scale_kji = np.asarray(spacing_mm, float)[::-1]
+    middle = np.argwhere(sub).mean(axis=0)
+    # the surface halfway between inside and outside voxel centres (marching cubes): the
+    # inside surface voxels' centres lie up to a slice inside it at the poles, and a fit
+    # through them came out 1 mm short along 2 mm slices
+    surface_mm = (marching_cubes(np.pad(sub, 1).astype(np.float32), 0.5,
+                                 spacing=tuple(scale_kji))[0]
+                  - (middle + 1.0) * scale_kji)
+    fit = robust_ellipsoid(surface_mm, min_cut_mm=1.0, min_points=_ROUND_MIN_VOXELS // 4)
+    if fit is None:
+        return zone
+    centre, form = fit
+
+    def outside_mm(points_mm: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        # distance beyond the ellipsoid along the ray from its centre (negative inside)
+        rel = points_mm - centre
+        level = np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", rel, form, rel), 1e-12))
+        return np.asarray((1.0 - 1.0 / level) * np.linalg.norm(rel, axis=1))
+
+    if float(np.median(np.abs(outside_mm(surface_mm)))) > _ROUND_FIT_RESIDUAL_MM:
+        return zone  # not round: lobes and nodules are the zone's own
+    voxels = np.argwhere(sub)
+    depth_mm = outside_mm((voxels - middle) * scale_kji)
+    beyond = np.zeros(sub.shape, bool)
+    beyond[tuple(voxels[depth_mm > _ROUND_LEDGE_MM].T)] = True
+    # a ledge is a sheet along the surface; a part reaching deeper is a lobe of the zone
+    depth = np.zeros(sub.shape, np.float32)
+    depth[tuple(voxels.T)] = depth_mm
+    labels, n = ndi.label(beyond, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return zone
+    deepest = ndi.maximum(depth, labels, index=np.arange(1, n + 1))
+    ledge = np.isin(labels, 1 + np.flatnonzero(np.asarray(deepest) <= _ROUND_LEDGE_DEPTH_MM))
+    if not ledge.any() or ledge.sum() > _ROUND_LEDGE_MAX_SHARE * len(voxels):
+        return zone
+    out = zone.copy()
+    out[box] = sub & ~ledge
+    return out
 
 
 def _without_spurs(zone: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float64],

@@ -42,6 +42,7 @@ from segmentation._common import (
     point_index_kji,
     refine_boundary,
     require_inside,
+    robust_ellipsoid,
     smooth_mask,
     without_voxel_noise,
 )
@@ -412,7 +413,7 @@ def _fat_envelope(
     scale_kji = np.asarray(spacing_mm, float)[::-1]
     points = (np.argwhere(facing) - np.asarray(seed_kji)) * scale_kji
     # drop points far off the fitted surface (other organs' borders)
-    fit = _robust_ellipsoid(points, min_cut_mm=2.0)
+    fit = robust_ellipsoid(points, min_cut_mm=2.0, min_points=_MIN_FAT_FACING_VOXELS)
     if fit is None:
         return None
     centre, form = fit
@@ -433,45 +434,6 @@ def _fat_envelope(
     if inside >= _BODY_INSIDE_LEAK_FRACTION and beyond_facing <= _OUTSIDE_FAT_FACING * n_facing:
         return np.asarray(level2 <= _LEAK_ENVELOPE_SCALE**2)
     return None
-
-
-def _fit_ellipsoid(
-    points_mm: npt.NDArray[np.float64],
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
-    """Algebraic least-squares ellipsoid through points: (centre, form) with the surface
-    at (x − centre)ᵀ form (x − centre) = 1; None unless the quadric is an ellipsoid."""
-    x, y, z = points_mm.T
-    design = np.stack([x * x, y * y, z * z, 2 * x * y, 2 * x * z, 2 * y * z, 2 * x, 2 * y,
-                       2 * z], axis=1)
-    coef = np.linalg.lstsq(design, np.ones(len(points_mm)), rcond=None)[0]
-    a, b, c, d, e, f = coef[:6]
-    quad = np.array([[a, d, e], [d, b, f], [e, f, c]])
-    if np.any(np.linalg.eigvalsh(quad) <= 0):
-        return None
-    centre = -np.linalg.solve(quad, coef[6:])
-    return centre, quad / (1.0 + centre @ quad @ centre)
-
-def _robust_ellipsoid(
-    points_mm: npt.NDArray[np.float64], min_cut_mm: float, rounds: int = 3
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
-    """(centre, form) of :func:`_fit_ellipsoid` refitted ``rounds`` times without the
-    points farther from the fitted surface (radially, mm) than ``min_cut_mm`` or 2.5 ×
-    the median residual, whichever is larger; None when a fit fails or fewer than
-    _MIN_FAT_FACING_VOXELS points remain."""
-    fit = _fit_ellipsoid(points_mm)
-    for _ in range(rounds):
-        if fit is None:
-            return None
-        centre, form = fit
-        rel = points_mm - centre
-        radius = np.linalg.norm(rel, axis=1)
-        level = np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", rel, form, rel), 1e-12))
-        residual_mm = np.abs(1.0 - 1.0 / level) * radius
-        keep = residual_mm < max(min_cut_mm, 2.5 * float(np.median(residual_mm)))
-        if keep.sum() < _MIN_FAT_FACING_VOXELS:
-            return None
-        fit = _fit_ellipsoid(points_mm[keep])
-    return fit
 
 
 def _ellipsoid_level2(
@@ -713,7 +675,7 @@ def _complete_in_box(
     if len(points) < _MIN_FAT_FACING_VOXELS:
         return region, False
     # drop points off the fitted surface (neighbours' borders)
-    fit = _robust_ellipsoid(points, min_cut_mm=1.5)
+    fit = robust_ellipsoid(points, min_cut_mm=1.5, min_points=_MIN_FAT_FACING_VOXELS)
     if fit is None:
         return region, False
     added = _crescent_inside(region, smooth, spacing_mm, fat_boundary_hu,
@@ -821,7 +783,8 @@ def _round_mass(
     points = facing_points[spread_mm <= _RAY_NEAR_FACTOR * np.median(spread_mm)]
     spread_mm = np.linalg.norm(facing_points - _sphere_centre(points), axis=1)
     points = facing_points[spread_mm <= _RAY_NEAR_FACTOR * np.median(spread_mm)]
-    fit = _robust_ellipsoid(points, min_cut_mm=_RAY_FIT_MM)
+    fit = robust_ellipsoid(points, min_cut_mm=_RAY_FIT_MM,
+                           min_points=_MIN_FAT_FACING_VOXELS)
     if fit is None:
         return None
     centre, form = fit

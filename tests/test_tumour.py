@@ -8,8 +8,8 @@ import pytest
 from scipy import ndimage as ndi
 
 from pipeline.image import Volume
-from segmentation._common import dice, regularised
-from segmentation.tumour import _fat_envelope, _fit_ellipsoid, segment_tumour
+from segmentation._common import dice, fit_ellipsoid, regularised
+from segmentation.tumour import _fat_envelope, segment_tumour
 
 
 def test_fit_ellipsoid_recovers_an_ellipsoid_from_the_half_facing_fat() -> None:
@@ -20,7 +20,7 @@ def test_fit_ellipsoid_recovers_an_ellipsoid_from_the_half_facing_fat() -> None:
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     cap = directions[directions[:, 0] > -0.2]  # the other side lies against parenchyma
     points = centre_mm + cap * semi_mm + rng.normal(scale=0.3, size=cap.shape)
-    fit = _fit_ellipsoid(points)
+    fit = fit_ellipsoid(points)
     assert fit is not None
     centre, form = fit
     assert np.allclose(centre, centre_mm, atol=0.8)
@@ -33,7 +33,7 @@ def test_fit_ellipsoid_rejects_a_hyperboloid() -> None:
     radius = np.sqrt(100.0 + z**2)  # x² + y² − z² = 100
     points = np.stack([(radius * np.cos(t)).ravel(), (radius * np.sin(t)).ravel(), z.ravel()],
                       axis=1)
-    assert _fit_ellipsoid(points) is None
+    assert fit_ellipsoid(points) is None
 
 
 # ------------------------------------------------------- border placement (small tumours)
