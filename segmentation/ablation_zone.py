@@ -101,6 +101,7 @@ _THICK_ZONE_KEEPS = 0.5
 #: (screened on 207 follow-up zones of nine archives: σ 0.8 mm left 21 of them off the
 #: size targets, 1.2 mm 19; at 1.5 mm zones under 3 ml read 2 % smaller again)
 _REGULARISE_MM = 1.2
+_REGULARISE_CURVATURE_MM = 2.5
 #: a round zone's voxels more than _ROUND_LEDGE_MM outside the ellipsoid fitted to its
 #: own surface, in parts reaching at most _ROUND_LEDGE_DEPTH_MM beyond it, are a ledge,
 #: not zone (_without_ledge_beyond_round): where the zone meets a thin muscle band or
@@ -120,7 +121,6 @@ _ROUND_LEDGE_DEPTH_MM = 3.0
 _ROUND_FIT_RESIDUAL_MM = 0.5
 _ROUND_MIN_VOXELS = 200
 _ROUND_LEDGE_MAX_SHARE = 0.05
-_REGULARISE_CURVATURE_MM = 2.5
 
 
 @dataclass(frozen=True)
@@ -835,13 +835,13 @@ def _without_ledge_beyond_round(zone: npt.NDArray[np.bool_],
     it, and a ledge along it lengthens the calipers. The fit is robust
     (:func:`segmentation._common.robust_ellipsoid`: points off the fitted surface by over
     1 mm are refitted without), so the ledge does not pull it outwards."""
+    from skimage.measure import marching_cubes
+
     if zone.sum() < _ROUND_MIN_VOXELS:
         return zone
     box = bbox_slices(zone, 1)
     assert box is not None
     sub = zone[box]
-    from skimage.measure import marching_cubes
-
     scale_kji = np.asarray(spacing_mm, float)[::-1]
     middle = np.argwhere(sub).mean(axis=0)
     # the surface halfway between inside and outside voxel centres (marching cubes): the
