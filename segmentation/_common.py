@@ -278,6 +278,16 @@ def fit_ellipsoid(
     return centre, quad / (1.0 + centre @ quad @ centre)
 
 
+def radial_depth_mm(points_mm: npt.NDArray[np.float64], centre: npt.NDArray[np.float64],
+                    form: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Distance (mm) of ``points_mm`` (N × 3, mm, the fit's axes) beyond the ellipsoid
+    (``centre``, ``form`` from :func:`fit_ellipsoid`) along the ray from its centre:
+    positive outside, negative inside, 0 on the surface."""
+    rel = points_mm - centre
+    level = np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", rel, form, rel), 1e-12))
+    return np.asarray((1.0 - 1.0 / level) * np.linalg.norm(rel, axis=1))
+
+
 def robust_ellipsoid(
     points_mm: npt.NDArray[np.float64], min_cut_mm: float, *, min_points: int,
     rounds: int = 3,
@@ -290,11 +300,7 @@ def robust_ellipsoid(
     for _ in range(rounds):
         if fit is None:
             return None
-        centre, form = fit
-        rel = points_mm - centre
-        radius = np.linalg.norm(rel, axis=1)
-        level = np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", rel, form, rel), 1e-12))
-        residual_mm = np.abs(1.0 - 1.0 / level) * radius
+        residual_mm = np.abs(radial_depth_mm(points_mm, *fit))
         keep = residual_mm < max(min_cut_mm, 2.5 * float(np.median(residual_mm)))
         if keep.sum() < min_points:
             return None

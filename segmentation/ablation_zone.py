@@ -36,6 +36,7 @@ from segmentation._common import (
     ncc,
     paste_into,
     point_index_kji,
+    radial_depth_mm,
     refine_boundary,
     require_inside,
     robust_ellipsoid,
@@ -853,18 +854,10 @@ def _without_ledge_beyond_round(zone: npt.NDArray[np.bool_],
     fit = robust_ellipsoid(surface_mm, min_cut_mm=1.0, min_points=_ROUND_MIN_VOXELS // 4)
     if fit is None:
         return zone
-    centre, form = fit
-
-    def outside_mm(points_mm: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        # distance beyond the ellipsoid along the ray from its centre (negative inside)
-        rel = points_mm - centre
-        level = np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", rel, form, rel), 1e-12))
-        return np.asarray((1.0 - 1.0 / level) * np.linalg.norm(rel, axis=1))
-
-    if float(np.median(np.abs(outside_mm(surface_mm)))) > _ROUND_FIT_RESIDUAL_MM:
+    if float(np.median(np.abs(radial_depth_mm(surface_mm, *fit)))) > _ROUND_FIT_RESIDUAL_MM:
         return zone  # not round: lobes and nodules are the zone's own
     voxels = np.argwhere(sub)
-    depth_mm = outside_mm((voxels - middle) * scale_kji)
+    depth_mm = radial_depth_mm((voxels - middle) * scale_kji, *fit)
     beyond = np.zeros(sub.shape, bool)
     beyond[tuple(voxels[depth_mm > _ROUND_LEDGE_MM].T)] = True
     # a ledge is a sheet along the surface; a part reaching deeper is a lobe of the zone
