@@ -97,6 +97,14 @@ _STILL_MOVING_GROWTH = 1.3
 #: reconstruction, is a band the zone window followed, not zone
 _THICK_ZONE_ML = 4.0
 _THICK_ZONE_KEEPS = 0.5
+#: a zone whose body after the band opening is smaller than this (ml) gets back the skin
+#: the opening shaved off its rasterised outline (_shaved_skin): a voxelised 0.5-0.7 ml
+#: ellipsoid on 2 mm slices lost 6 % of its volume to the 3.5 mm ball, 2 % at 1.4 ml,
+#: none from 3.4 ml. On 166 screened follow-up zones of 11 archives: off target 8 -> 7,
+#: mean volume of the zones under 2 ml -1.5 -> -0.8 %, mean Dice 0.9729 -> 0.9733, mean
+#: absolute 3-D error unchanged (0.449 -> 0.451 mm). For every zone instead, one 13 ml
+#: zone's long axis went +1.0 -> +1.6 mm, the 3-D error +0.03 mm on average
+_SKIN_GIVEN_BACK_ML = 2.5
 #: σ (mm) of the Gaussian on the zone mask's signed distance that removes one-voxel bumps
 #: and dents, and the scale at which the curvature shrink is measured and added back
 #: (screened on 207 follow-up zones of nine archives: σ 0.8 mm left 21 of them off the
@@ -803,7 +811,9 @@ def _without_bands(hull: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float
     it is a band the zone window followed (a 6-month zone beside a 3 mm muscle band, whose
     partial-volume edge with fat reads at the zone's level, kept 76 % bare and 84 %
     reconstructed; the band had stayed, +8 mm of 3-D diameter; in analytic scenes of a
-    13 mm zone and a 3-3.5 mm band the window followed it for 25-90 % of the zone)."""
+    13 mm zone and a 3-3.5 mm band the window followed it for 25-90 % of the zone). A
+    zone under :data:`_SKIN_GIVEN_BACK_ML` gets back the skin the ball shaved off its
+    outline (:func:`_shaved_skin`)."""
     opened = smooth_mask(hull, spacing_mm, 3.5)
     if not opened.any():
         return hull
@@ -824,8 +834,24 @@ def _without_bands(hull: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float
         # 1.9 ml zone on 2.5 mm slices; given back as the tumour's is (give_back_shaved),
         # 18 of 207 screened zones were off target instead of 19, but the larger zone
         # reached a tissue 11 mm away, which became a false 0.35 ml nodule)
+        if n_kept * voxel_mm3 / 1000.0 < _SKIN_GIVEN_BACK_ML:
+            return kept | _shaved_skin(hull, kept)
         return kept
     return hull
+
+
+def _shaved_skin(hull: npt.NDArray[np.bool_], kept: npt.NDArray[np.bool_]
+                 ) -> npt.NDArray[np.bool_]:
+    """The parts of ``hull`` the band opening took (``hull`` & ~``kept``) that lie wholly
+    within one voxel of what it kept: the skin a ball shaves off a rasterised outline, not
+    a band (a band, and the base it grows from, reaches farther and goes whole)."""
+    eight = np.ones((3, 3, 3), dtype=bool)
+    labels, n = ndi.label(hull & ~kept, structure=eight)
+    if n == 0:
+        return np.zeros_like(hull)
+    beyond = ~ndi.binary_dilation(kept, structure=eight)
+    reaches_beyond = np.asarray(ndi.maximum(beyond, labels, index=np.arange(1, n + 1)), bool)
+    return np.isin(labels, 1 + np.flatnonzero(~reaches_beyond))
 
 
 def _without_ledge_beyond_round(zone: npt.NDArray[np.bool_],

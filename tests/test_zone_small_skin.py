@@ -1,0 +1,90 @@
+"""Small ablation zones keep their outline through the band opening: the skin a 3.5 mm
+ball shaves off a rasterised 0.5-1.4 ml outline is given back, a band is not. Fast
+(about 5 s)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from pipeline.image import Volume
+from segmentation import segment_ablation_zone
+from segmentation._common import dice
+from segmentation.ablation_zone import _without_bands
+from tests.test_regularised_small import _SP_MM, _ellipsoid
+from tests.test_segment_common import _partial_volume
+
+_IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
+_IN_PLANE[1] = ndi.generate_binary_structure(2, 1)
+_VOXEL_MM3 = float(np.prod(_SP_MM))
+
+
+@pytest.mark.parametrize("semi_mm", [(6.5, 5.0, 5.0), (5.0, 5.0, 5.0), (8.0, 7.0, 6.0)])
+def test_band_opening_keeps_a_small_ellipsoid(semi_mm) -> None:
+    """0.5-1.4 ml voxelised ellipsoids on 2 mm slices come through the band opening whole
+    (within 0.5 %); the opening alone took 6 % of the 0.5-0.7 ml ones, 2 % at 1.4 ml."""
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        mask, _ = _ellipsoid(semi_mm, rng.uniform(-0.5, 0.5, 3))
+        kept = _without_bands(mask, _SP_MM, _IN_PLANE, _VOXEL_MM3)
+        assert not (kept & ~mask).any()
+        assert kept.sum() >= 0.995 * mask.sum()
+
+
+def test_band_opening_still_takes_a_band_off_a_small_zone() -> None:
+    """A 1.4 ml ellipsoid with a band two pixels (1.6 mm) wide running 6 mm out from its
+    side on its two middle slices (a partial-volume line the zone window followed): the
+    band goes whole, base included, and the ellipsoid stays whole (it lost 2 % before).
+    (On a 0.7 ml zone such a band makes the opening take over a fifth, too much to be
+    trusted: the zone is left as it is.)"""
+    mask, _ = _ellipsoid((8.0, 7.0, 6.0), (0.0, 0.0, 0.0))
+    mask = np.pad(mask, ((0, 0), (0, 0), (0, 10)))  # room for the band along i
+    k0, j0, i0 = (np.asarray(mask.shape) // 2 - (0, 0, 5)).tolist()
+    edge_i = i0 + int(np.flatnonzero(mask[k0, j0, i0:] == 0)[0])  # first outside column
+    band = np.zeros_like(mask)
+    band[k0 - 1 : k0 + 1, j0 : j0 + 2, edge_i : edge_i + 8] = True
+    kept = _without_bands(mask | band, _SP_MM, _IN_PLANE, _VOXEL_MM3)
+    assert not (kept & band).any()
+    assert kept.sum() >= 0.99 * mask.sum()
+
+
+def test_small_zone_in_parenchyma_keeps_its_volume() -> None:
+    """A 0.7 ml ellipsoidal zone (semi-axes 6.5 × 5 × 5 mm, 35 HU) inside a kidney (175 HU
+    after contrast, 35 before) in fat, on 0.79 mm pixels and 2 mm slices, box-filter
+    partial volume and 10 HU noise: the zone reads within 5 % of its volume and Dice
+    ≥ 0.93 (seed 187's endophytic 9-month zone, this size and place, read -11 % before
+    the skin was given back and the regularisation's distance map was taken from the
+    surface)."""
+    spacing = np.array([0.79, 0.79, 2.0])
+    shape = (30, 80, 80)
+    centre = np.array([31.9, 31.2, 29.3])  # mm, off the voxel grid
+    semi = np.array([6.5, 5.0, 5.0])
+    kidney_centre = centre + np.array([4.0, 0.0, 0.0])
+
+    def zone(x, y, z):
+        return (((x - centre[0]) / semi[0]) ** 2 + ((y - centre[1]) / semi[1]) ** 2
+                + ((z - centre[2]) / semi[2]) ** 2) <= 1.0
+
+    def image(kidney_hu):
+        def tissue(x, y, z):
+            kidney = ((x - kidney_centre[0]) ** 2 + (y - kidney_centre[1]) ** 2
+                      + (z - kidney_centre[2]) ** 2) <= 20.0**2
+            return np.where(zone(x, y, z), 35.0, np.where(kidney, kidney_hu, -100.0))
+        return _partial_volume(tissue, shape, spacing, (3, 3, 5))
+
+    frac = _partial_volume(lambda x, y, z: zone(x, y, z).astype(float), shape, spacing,
+                           (3, 3, 5))
+    rng = np.random.default_rng(3)
+
+    def volume(arr):
+        arr = arr + rng.normal(0.0, 10.0, shape)
+        return Volume.from_geometry(arr.astype(np.float32), origin_lps=(0.0, 0.0, 0.0),
+                                    spacing_mm=tuple(spacing), modality="CT")
+
+    res = segment_ablation_zone(volume(image(175.0)), volume(image(35.0)), centre,
+                                modality="CT", half_size_mm=30.0)
+    got = res.zone_mask.array.astype(bool)
+    assert abs(got.sum() / frac.sum() - 1.0) < 0.05
+    assert dice(got, frac >= 0.5) >= 0.93
+    assert res.nodule_volumes_ml == []
