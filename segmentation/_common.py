@@ -204,7 +204,7 @@ def signed_distance_mm(mask: npt.NDArray[np.bool_], spacing_kji: npt.NDArray[np.
     distance transform measures to the nearest voxel centre across the border, half a
     voxel beyond the surface: inside and outside each read half a voxel too far, so the
     map jumps by a whole voxel at the border, and smoothing that jump across a convex
-    border pulls it inwards (by about spacing × σ / radius: a 0.7 ml sphere on 2 mm
+    border pulls it inwards (by about spacing × σ / radius: a 0.7 ml ellipsoid on 2 mm
     slices, regularised at σ 1.2 mm, lost 2.6 % of its voxels; 0.6 % with this map).
     The half-voxel taken off is the half-extent of a voxel along the direction to that
     nearest centre (``spacing_kji``: the array axes' spacing in mm)."""

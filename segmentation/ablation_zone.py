@@ -100,10 +100,10 @@ _THICK_ZONE_KEEPS = 0.5
 #: a zone whose body after the band opening is smaller than this (ml) gets back the skin
 #: the opening shaved off its rasterised outline (_shaved_skin): a voxelised 0.5-0.7 ml
 #: ellipsoid on 2 mm slices lost 6 % of its volume to the 3.5 mm ball, 2 % at 1.4 ml,
-#: none from 3.4 ml. On 166 screened follow-up zones of 11 archives: off target 8 -> 7,
-#: mean volume of the zones under 2 ml -1.5 -> -0.8 %, mean Dice 0.9729 -> 0.9733, mean
-#: absolute 3-D error unchanged (0.449 -> 0.451 mm). For every zone instead, one 13 ml
-#: zone's long axis went +1.0 -> +1.6 mm, the 3-D error +0.03 mm on average
+#: none from 3.4 ml. On 166 screened follow-up zones of 11 archives: off target 8 → 7,
+#: mean volume of the zones under 2 ml −1.5 → −0.8 %, mean Dice 0.9729 → 0.9733, mean
+#: absolute 3-D error unchanged (0.449 → 0.451 mm). For every zone instead, one 13 ml
+#: zone's long axis went +1.0 → +1.6 mm, the 3-D error +0.03 mm on average
 _SKIN_GIVEN_BACK_ML = 2.5
 #: σ (mm) of the Gaussian on the zone mask's signed distance that removes one-voxel bumps
 #: and dents, and the scale at which the curvature shrink is measured and added back
