@@ -4,16 +4,16 @@
 Where a 3-month zone meets a thin band or wedge of body-wall muscle, the muscle's partial
 volume with the fat behind it reads at the zone's level, and the border ran 2-3 voxels
 along it: the 3-D diameter of such zones read 1.7-3.3 mm long, one per archive (seeds
-131-173). A round zone's voxels over 1 mm outside the ellipsoid fitted robustly to its
-own surface are that ledge. Zones whose surface strays from the fit (lobes, nodules) are
-left alone.
+131-187). A round zone's voxels over _ROUND_LEDGE_MM (0.35 mm) outside the ellipsoid
+fitted robustly to its own surface are that ledge. Zones whose surface strays from the
+fit (lobes, nodules) are left alone.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from segmentation.ablation_zone import _without_ledge_beyond_round
+from segmentation.ablation_zone import _ROUND_LEDGE_MM, _without_ledge_beyond_round
 
 _SPACING_MM = np.array([0.8, 0.8, 2.0])  # i, j, k
 _SHAPE = (40, 80, 80)
@@ -39,9 +39,10 @@ def test_ledge_along_a_band_is_trimmed_and_the_sphere_kept() -> None:
     zone = sphere | ledge
     out = _without_ledge_beyond_round(zone, _SPACING_MM)
     assert (out & sphere).sum() == sphere.sum()
-    # the bar is 0.5 mm beyond the fit through the halfway surface (radius ≈ 16 mm); the
-    # ledge is checked 1 mm past it, more than a pixel (0.8 mm) clear of the fit's error
-    far = ledge & (x > 16.0 + 0.5 + 1.0)
+    # the bar (_ROUND_LEDGE_MM) lies beyond the fit through the halfway surface (radius
+    # ≈ 16 mm); the ledge is checked 1 mm past it, more than a pixel (0.8 mm) clear of
+    # the fit's error
+    far = ledge & (x > 16.0 + _ROUND_LEDGE_MM + 1.0)
     assert far.any() and not (out & far).any()
 
 
@@ -55,8 +56,9 @@ def test_lobulated_zone_keeps_its_lobe() -> None:
 
 
 def test_round_zone_without_ledge_is_unchanged() -> None:
-    """A voxelised ellipsoid (18 × 14 × 12 mm) loses no voxel: its surface lies within
-    half a voxel of the fit, under the 1 mm bar."""
+    """A voxelised ellipsoid (18 × 14 × 12 mm) loses no voxel: the fit goes through the
+    surface halfway between inside and outside voxel centres, so no inside centre lies
+    beyond it by the bar (_ROUND_LEDGE_MM)."""
     z, y, x = _offsets_mm()
     zone = (x / 18.0) ** 2 + (y / 14.0) ** 2 + (z / 12.0) ** 2 <= 1.0
     out = _without_ledge_beyond_round(zone, _SPACING_MM)
