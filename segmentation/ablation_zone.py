@@ -833,14 +833,14 @@ def _without_bands(hull: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float
     cap = ndi.binary_opening(restored & beyond[:, None, None], structure=in_plane)
     kept = fill_holes_3d_and_slices(restored & ~beyond[:, None, None] | cap)
     n_hull, n_kept = int(hull.sum()), int(kept.sum())
-    thick = n_kept * voxel_mm3 / 1000.0 >= _THICK_ZONE_ML
+    kept_ml = n_kept * voxel_mm3 / 1000.0
     if (opened.sum() > _OPENING_KEEPS * n_hull
-            or (thick and n_kept > _THICK_ZONE_KEEPS * n_hull)):
+            or (kept_ml >= _THICK_ZONE_ML and n_kept > _THICK_ZONE_KEEPS * n_hull)):
         # (the opening also takes a voxel here and there off the smooth border, 7 % of a
         # 1.9 ml zone on 2.5 mm slices; given back as the tumour's is (give_back_shaved),
         # 18 of 207 screened zones were off target instead of 19, but the larger zone
         # reached a tissue 11 mm away, which became a false 0.35 ml nodule)
-        if n_kept * voxel_mm3 / 1000.0 < _SKIN_GIVEN_BACK_ML:
+        if kept_ml < _SKIN_GIVEN_BACK_ML:
             return kept | _shaved_skin(hull, kept)
         return kept
     return hull
@@ -855,12 +855,11 @@ def _shaved_skin(hull: npt.NDArray[np.bool_], kept: npt.NDArray[np.bool_]
     does for the tumour: given back voxel by voxel, a band's base stayed and a zone
     reached a tissue 11 mm away (a false nodule)."""
     touching = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity
-    labels, n = ndi.label(hull & ~kept, structure=touching)
-    if n == 0:
-        return np.zeros_like(hull)
-    beyond = ~ndi.binary_dilation(kept, structure=touching)
-    reaches_beyond = np.asarray(ndi.maximum(beyond, labels, index=np.arange(1, n + 1)), bool)
-    return np.isin(labels, 1 + np.flatnonzero(~reaches_beyond))
+    shaved = hull & ~kept
+    beyond = shaved & ~ndi.binary_dilation(kept, structure=touching)
+    # every part holding a voxel beyond that reach goes whole
+    reaching = ndi.binary_propagation(beyond, structure=touching, mask=shaved)
+    return np.asarray(shaved & ~reaching)
 
 
 def _without_ledge_beyond_round(zone: npt.NDArray[np.bool_],
@@ -895,14 +894,11 @@ def _without_ledge_beyond_round(zone: npt.NDArray[np.bool_],
     depth_mm = radial_depth_mm((voxels - middle) * scale_kji, *fit)
     beyond = np.zeros(sub.shape, bool)
     beyond[tuple(voxels[depth_mm > _ROUND_LEDGE_MM].T)] = True
+    deep = np.zeros(sub.shape, bool)
+    deep[tuple(voxels[depth_mm > _ROUND_LEDGE_DEPTH_MM].T)] = True
     # a ledge is a sheet along the surface; a part reaching deeper is a lobe of the zone
-    depth = np.zeros(sub.shape, np.float32)
-    depth[tuple(voxels.T)] = depth_mm
-    labels, n = ndi.label(beyond, structure=np.ones((3, 3, 3), bool))
-    if n == 0:
-        return zone
-    deepest = ndi.maximum(depth, labels, index=np.arange(1, n + 1))
-    ledge = np.isin(labels, 1 + np.flatnonzero(np.asarray(deepest) <= _ROUND_LEDGE_DEPTH_MM))
+    lobes = ndi.binary_propagation(deep, structure=np.ones((3, 3, 3), bool), mask=beyond)
+    ledge = beyond & ~lobes
     if not ledge.any() or ledge.sum() > _ROUND_LEDGE_MAX_SHARE * len(voxels):
         return zone
     out = zone.copy()

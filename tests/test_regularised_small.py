@@ -63,6 +63,8 @@ def test_regularised_keeps_a_small_ellipsoid_on_thick_slices(semi_mm) -> None:
         out = regularised(mask, _SP_MM, 1.2, 2.5)
         ratios.append(out.sum() / mask.sum())
         assert abs(ratios[-1] - 1.0) < 0.025
+        # up to 2.2 % of the voxels flip seen (a voxel here and there either way along
+        # the border); 3 % leaves a pixel's rounding of room
         assert (out ^ mask).sum() < 0.03 * mask.sum()
     assert abs(np.mean(ratios) - 1.0) < 0.01
 
@@ -79,5 +81,6 @@ def test_regularised_still_removes_bumps_on_a_small_ellipsoid() -> None:
     noisy = clean | (shell & (rng.random(clean.shape) < 0.1))
     noisy &= ~(skin & (rng.random(clean.shape) < 0.1))
     out = regularised(noisy, _SP_MM, 1.2, 2.5)
+    # 0.44-0.51 of the flips left over three noise draws (old map alike)
     assert (out ^ clean).sum() < 0.6 * (noisy ^ clean).sum()
     assert abs(out.sum() / clean.sum() - 1.0) < 0.025

@@ -29,6 +29,8 @@ def test_band_opening_keeps_a_small_ellipsoid(semi_mm) -> None:
         mask, _ = _ellipsoid(semi_mm, rng.uniform(-0.5, 0.5, 3))
         kept = _without_bands(mask, _SP_MM, _IN_PLANE, _VOXEL_MM3)
         assert not (kept & ~mask).any()
+        # 0 voxels lost in these nine; 0.5 % (2-5 voxels) leaves room for a corner voxel
+        # the opening takes beyond the one-voxel reach, a tenth of what it took before
         assert kept.sum() >= 0.995 * mask.sum()
 
 
@@ -46,6 +48,8 @@ def test_band_opening_still_takes_a_band_off_a_small_zone() -> None:
     band[k0 - 1 : k0 + 1, j0 : j0 + 2, edge_i : edge_i + 8] = True
     kept = _without_bands(mask | band, _SP_MM, _IN_PLANE, _VOXEL_MM3)
     assert not (kept & band).any()
+    # 2 of 1130 voxels lost (next to the band's base, which goes whole); 1 % is half of
+    # what the opening took before
     assert kept.sum() >= 0.99 * mask.sum()
 
 
@@ -85,6 +89,8 @@ def test_small_zone_in_parenchyma_keeps_its_volume() -> None:
     res = segment_ablation_zone(volume(image(175.0)), volume(image(35.0)), centre,
                                 modality="CT", half_size_mm=30.0)
     got = res.zone_mask.array.astype(bool)
+    # −4.3 % and Dice 0.980 seen: the border placed at the half level in 10 HU noise on
+    # 0.79 mm pixels; 5 % is the target's half, and well clear of the −12 % before
     assert abs(got.sum() / frac.sum() - 1.0) < 0.05
     assert dice(got, frac >= 0.5) >= 0.93
     assert res.nodule_volumes_ml == []
