@@ -154,3 +154,26 @@ def test_small_synthetic_archive_phases_match_truth(tmp_path: Path) -> None:
     unenhanced = [got[u] for u, (_, phase) in truth.items() if phase == "non_contrast"]
     assert sum(r["aorta_hu"] is not None and r["aorta_hu"] < 70 for r in unenhanced) >= len(
         unenhanced) - 1
+
+
+def test_two_disagreeing_bright_slices_do_not_end_the_reading() -> None:
+    """The central slices read first: a nephrographic one, one whose bright candidate reads
+    otherwise (here a corticomedullary slab: an aorta 100+ HU brighter, as another round
+    structure would), and a disc level with no reading. Two bright readings that do not
+    agree are not two votes: the reading goes on to the next slice, which agrees with the
+    first (held-out seed 195's 1 mm series, labelled 'Nativ' but enhanced, stayed
+    'unknown' when reading stopped at three)."""
+    disc, bodies = _disc_and_body_slices("nephrographic", 5.0)
+    anat = build_anatomy(np.random.default_rng(0))
+    other, _ = _slab("corticomedullary", anat.disc_z_mm[4] - 16.5, 5.0, noise_seed=9)
+    first, second = (read_ct_slice(s, (PIXEL_MM, PIXEL_MM), AXIAL) for s in (bodies[0], other))
+    assert first.kind == second.kind == "bright", (first, second)
+    assert abs(first.aorta_hu - second.aorta_hu) > 60, (first, second)  # they disagree
+    order = [bodies[0], other, disc, bodies[1], bodies[2]]
+    measure = measure_ct_content([(s, (PIXEL_MM, PIXEL_MM), AXIAL) for s in order])
+    assert measure.aorta_hu is not None, measure
+    # read on to the fourth slice, which agrees with the first: two votes, no soft reading
+    assert measure.n_slices == 2 and "2/4 slices" in measure.note, measure
+    assert phase_from_aorta(measure.aorta_hu, measure.dense_urine)[1] == "nephrographic"
+    call = combine_phase(header_phase("CT", "iDose Nativ 1mm"), measure, "iDose Nativ 1mm")
+    assert call.phase == "nephrographic", call.basis
