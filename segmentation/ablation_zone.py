@@ -66,6 +66,13 @@ _FLUID_MAX_HU = 20.0
 #: that liquefies reads water density itself and must not be taken for fluid (the σ 2 mm
 #: soft-tissue means scatter by ~1 HU, the zone's level by ~2)
 _FLUID_UNDER_ZONE_HU = 10.0
+#: a nodule body at the zone is anatomy when at least this many bodies like it (size within
+#: _REPEATS_SIZE_FACTOR, median enhancement within _REPEATS_LEVEL_FRACTION) lie wholly
+#: beyond _REPEATS_AWAY_MM of the zone (:func:`_repeated_away_from_zone`)
+_REPEATS_MIN = 3
+_REPEATS_AWAY_MM = 10.0
+_REPEATS_SIZE_FACTOR = 3.0
+_REPEATS_LEVEL_FRACTION = 0.15
 #: CT: HU above the fat level from which tissue is clearly soft, not a partial-volume
 #: edge of fat (nor a zone's level)
 _CLEARLY_SOFT_ABOVE_FAT_HU = 100.0
@@ -518,7 +525,8 @@ def _nodule_bodies(
     # an organ the zone touches (liver, spleen: enhancing less than the kidney) reaches
     # far beyond it; a nodule at the zone edge lies within its diameter of it
     touching, far = _touching_and_far(labels, body, from_hull_mm, touch_mm, max_reach_mm)
-    keep = np.setdiff1d(touching, far)
+    keep = np.setdiff1d(np.setdiff1d(touching, far),
+                        _repeated_away_from_zone(labels, touching, lv, from_hull_mm))
     out = np.zeros_like(hull)
     out[box] = np.isin(labels, keep) | _nodules_beside_organs(
         labels, np.intersect1d(touching, far), lv, from_hull_mm, ball, touch_mm, max_reach_mm)
@@ -624,6 +632,47 @@ def _touching_and_far(
     reaching beyond ``max_reach_mm`` from it); distances in mm."""
     touching = np.unique(labels[(from_hull_mm <= touch_mm) & body])
     return touching[touching > 0], np.unique(labels[from_hull_mm > max_reach_mm])
+
+
+def _repeated_away_from_zone(
+    labels: npt.NDArray[np.int32],
+    candidates: npt.NDArray[np.int32],
+    level: npt.NDArray[np.float32],
+    from_hull_mm: npt.NDArray[np.float64],
+) -> npt.NDArray[np.int32]:
+    """The ``candidates`` (body labels at the zone) that the kidney repeats away from it:
+    at least _REPEATS_MIN other bodies lying wholly beyond _REPEATS_AWAY_MM of the zone,
+    each within _REPEATS_SIZE_FACTOR of the candidate's voxel count and within
+    _REPEATS_LEVEL_FRACTION of its median enhancement ``level``.
+
+    A residual nodule is one of a kind; normal anatomy recurs. On T1 after gadolinium the
+    medullary pyramids enhance less than the cortex and as much as a nodule: one touching
+    the zone passed every body test (seed 195 at 3 months: +99 % for the cortex's +136 %,
+    0.25 ml) and was reported as residual tumour, while six bodies of the same size read
+    +103 to +106 % 14-46 mm from the zone. None of the 37 nodule bodies at the 197
+    screened zones (CT, 13 archives) had a single look-alike away from its zone: the three
+    bodies away from a zone within a factor 3 of its nodule's size read 1.15-1.45 times
+    the nodule's level; the others were whole organs or a few small vessels.
+
+    A nodule as alike to repeated anatomy would be dropped too; the rule needs three
+    repeats so that one organ or two vessels do not make a pattern."""
+    away = [i for i in np.unique(labels[from_hull_mm > _REPEATS_AWAY_MM])
+            if i > 0 and i not in candidates and from_hull_mm[labels == i].min() > _REPEATS_AWAY_MM]
+    if len(away) < _REPEATS_MIN:
+        return np.zeros(0, dtype=labels.dtype)
+    index = np.asarray(away)
+    away_size = np.asarray(ndi.sum(np.ones_like(level), labels, index))
+    away_level = np.asarray(ndi.median(level, labels, index))
+    repeated = []
+    for c in candidates:
+        size = float((labels == c).sum())
+        lvl = float(np.median(level[labels == c]))
+        alike = ((np.abs(away_level - lvl) <= _REPEATS_LEVEL_FRACTION * abs(lvl))
+                 & (away_size >= size / _REPEATS_SIZE_FACTOR)
+                 & (away_size <= size * _REPEATS_SIZE_FACTOR))
+        if int(alike.sum()) >= _REPEATS_MIN:
+            repeated.append(c)
+    return np.asarray(repeated, dtype=labels.dtype)
 
 
 def _to_half_level(
