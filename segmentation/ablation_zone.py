@@ -662,23 +662,22 @@ def _repeated_away_from_zone(
 
     A nodule as alike to repeated anatomy would be dropped too; the rule needs three
     repeats so that one organ or two vessels do not make a pattern."""
-    away = [i for i in np.unique(labels[from_hull_mm > _REPEATS_AWAY_MM])
-            if i > 0 and i not in candidates and from_hull_mm[labels == i].min() > _REPEATS_AWAY_MM]
-    if len(away) < _REPEATS_MIN:
+    others = np.setdiff1d(np.unique(labels[labels > 0]), candidates)
+    if others.size < _REPEATS_MIN or len(candidates) == 0:
         return np.zeros(0, dtype=labels.dtype)
-    index = np.asarray(away)
-    away_size = np.asarray(ndi.sum(np.ones_like(level), labels, index))
-    away_level = np.asarray(ndi.median(level, labels, index))
-    repeated = []
-    for c in candidates:
-        size = float((labels == c).sum())
-        lvl = float(np.median(level[labels == c]))
-        alike = ((np.abs(away_level - lvl) <= _REPEATS_LEVEL_FRACTION * abs(lvl))
-                 & (away_size >= size / _REPEATS_SIZE_FACTOR)
-                 & (away_size <= size * _REPEATS_SIZE_FACTOR))
-        if int(alike.sum()) >= _REPEATS_MIN:
-            repeated.append(c)
-    return np.asarray(repeated, dtype=labels.dtype)
+    away = others[np.asarray(ndi.minimum(from_hull_mm, labels, others)) > _REPEATS_AWAY_MM]
+    if away.size < _REPEATS_MIN:
+        return np.zeros(0, dtype=labels.dtype)
+    ones = np.ones(labels.shape, np.float32)
+    away_size = np.asarray(ndi.sum(ones, labels, away))
+    away_level = np.asarray(ndi.median(level, labels, away))
+    size = np.asarray(ndi.sum(ones, labels, candidates))
+    lvl = np.asarray(ndi.median(level, labels, candidates))
+    alike = ((np.abs(away_level[None, :] - lvl[:, None])
+              <= _REPEATS_LEVEL_FRACTION * np.abs(lvl)[:, None])
+             & (away_size[None, :] >= size[:, None] / _REPEATS_SIZE_FACTOR)
+             & (away_size[None, :] <= size[:, None] * _REPEATS_SIZE_FACTOR))
+    return np.asarray(candidates, dtype=labels.dtype)[alike.sum(axis=1) >= _REPEATS_MIN]
 
 
 def _to_half_level(
@@ -1044,7 +1043,7 @@ def _levels(
         clearly_soft = smooth > fat + _CLEARLY_SOFT_ABOVE_FAT_HU  # not a partial-volume fat edge
     else:
         fat = float(np.percentile(smooth, 5))
-        # fat-saturated fat reads 10-15 % of the parenchyma and the zone ~55 %: tissue
+        # fat-saturated fat reads 7-15 % of the parenchyma and the zone ~55 %: tissue
         # under _MR_SOFT_FRACTION of the brightest tenth within 15 mm is fat, not zone
         bright = float(np.percentile(smooth[dist <= 15.0], 90))
         soft = clearly_soft = smooth > max(fat, _MR_SOFT_FRACTION * bright)
