@@ -649,7 +649,9 @@ def _repeated_away_from_zone(
     """The ``candidates`` (body labels at the zone) that the kidney repeats away from it:
     at least _REPEATS_MIN other bodies lying wholly beyond _REPEATS_AWAY_MM of the zone,
     each within _REPEATS_SIZE_FACTOR of the candidate's voxel count and within
-    _REPEATS_LEVEL_FRACTION of its median enhancement ``level``.
+    _REPEATS_LEVEL_FRACTION of its median enhancement ``level`` (the subtraction: HU on
+    CT, percent on MR; the tolerance is relative, so the same on both). ``from_hull_mm``:
+    each voxel's distance from the zone in mm; all arrays on the same (k, j, i) grid.
 
     A residual nodule is one of a kind; normal anatomy recurs. On T1 after gadolinium the
     medullary pyramids enhance less than the cortex and as much as a nodule: one touching
@@ -668,10 +670,9 @@ def _repeated_away_from_zone(
     away = others[np.asarray(ndi.minimum(from_hull_mm, labels, others)) > _REPEATS_AWAY_MM]
     if away.size < _REPEATS_MIN:
         return np.zeros(0, dtype=labels.dtype)
-    ones = np.ones(labels.shape, np.float32)
-    away_size = np.asarray(ndi.sum(ones, labels, away))
+    voxels = np.bincount(labels.ravel())
+    away_size, size = voxels[away].astype(float), voxels[candidates].astype(float)
     away_level = np.asarray(ndi.median(level, labels, away))
-    size = np.asarray(ndi.sum(ones, labels, candidates))
     lvl = np.asarray(ndi.median(level, labels, candidates))
     alike = ((np.abs(away_level[None, :] - lvl[:, None])
               <= _REPEATS_LEVEL_FRACTION * np.abs(lvl)[:, None])

@@ -573,18 +573,15 @@ def measure_ct_content(
             notes.append(r.note)
             if r.aorta_hu is not None:
                 readings.append(r)
-            kinds = [x.kind for x in readings]
-            nb, ns = kinds.count("bright"), kinds.count("soft")
+            bright = [x for x in readings if x.kind == "bright"]
+            soft = [x for x in readings if x.kind == "soft"]
             # two readings of a kind end it only when they agree: two bright candidates
             # 15 mm apart (one slice's renal vein or bowel loop) are one vote each, and
             # the slices not yet read decide (held-out seed 195: a 1 mm nephrographic
             # series labelled 'Nativ' stayed 'unknown' after three slices and the
             # tumour was measured on the 5 mm series instead, 3-D +7 mm)
-            if len(notes) >= 3 and (
-                    (nb >= 2 and ns == 0
-                     and len(_agreeing([x for x in readings if x.kind == "bright"])) >= 2)
-                    or (ns >= 2 and nb == 0
-                        and len(_agreeing([x for x in readings if x.kind == "soft"])) >= 2)):
+            if len(notes) >= 3 and ((not soft and len(_agreeing(bright)) >= 2)
+                                    or (not bright and len(_agreeing(soft)) >= 2)):
                 break
     n_read = len(notes)
     if not readings:
