@@ -29,6 +29,7 @@ from measurements.enhancement import (
     ct_enhancement_partial_slabs,
     mean_attenuation_hu,
     mr_enhancement,
+    mr_fat_signal_ratio,
     subtraction_image,
 )
 from measurements.margin import (
@@ -76,6 +77,7 @@ __all__ = [
     "classify_with_uncertainty",
     "Z_95",
     "mr_enhancement",
+    "mr_fat_signal_ratio",
     "mean_attenuation_hu",
     "subtraction_image",
     "ComponentShape",

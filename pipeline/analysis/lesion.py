@@ -28,6 +28,7 @@ from measurements import (
     max_3d_diameter_mm,
     mean_attenuation_hu,
     mr_enhancement,
+    mr_fat_signal_ratio,
     peripheral_rim,
     rim_parts,
     signed_distance_mm,
@@ -68,6 +69,9 @@ _RIM_LAYER_MM = 3.0
 #: the zone's ΔHU is read beneath a benign rim only when that keeps this fraction of its
 #: slab voxels (an interior of twice the layer's radius); less is a few noisy voxels
 _BENEATH_RIM_MIN_FRACTION = 0.25
+#: a fat reference that moves the MR percent reading by this factor or more is reported
+#: in qc (a tenth; the fat around six screened MR zones read ×0.94 to ×1.28)
+_MR_REFERENCE_NOTE = 0.1
 
 
 @dataclass
@@ -215,7 +219,8 @@ def measure_tumour(
         if contrast.modality == "MR":
             pre = _aligned_pre(unenhanced, crop, seed_lps, m.qc)
             mr = mr_enhancement(_neutral_fill(pre, crop), crop, _covered(tumour, pre),
-                                threshold_pct=criteria.mr_enhancing_pct)
+                                threshold_pct=criteria.mr_enhancing_pct,
+                                reference_ratio=_mr_fat_reference(pre, crop, tumour, m.qc))
             m.values["enhancement_pct"] = mr.enhancement_pct
             m.values["enhancing"] = mr.classification.value
         else:
@@ -315,7 +320,8 @@ def measure_zone(
         target = enhancing if enhancing.array.any() else zone
         mr = mr_enhancement(_neutral_fill(pre_crop, crop), crop, _covered(target, pre_crop),
                             threshold_pct=criteria.mr_enhancing_pct,
-                            erode_mm=0.0 if target is enhancing else 1.5)
+                            erode_mm=0.0 if target is enhancing else 1.5,
+                            reference_ratio=_mr_fat_reference(pre_crop, crop, zone, m.qc))
         m.values["enhancement_pct"] = mr.enhancement_pct
         m.values["enhancing"] = mr.classification.value
         if enhancing.array.any():
@@ -331,6 +337,20 @@ def measure_zone(
                           pre_native=pre, lesion_transform=lesion_transform)
     m.full_masks = {name: _paste(post, mask) for name, mask in m.masks.items()}
     return m
+
+
+def _mr_fat_reference(pre: Volume, post: Volume, mask: Volume, qc: list[str]) -> float | None:
+    """The fat around ``mask`` as the MR phases' reference (:func:`mr_fat_signal_ratio`),
+    with a qc note when it moves the reading by _MR_REFERENCE_NOTE or more, or when there
+    is too little fat to read it (the raw ratio is used then)."""
+    ratio = mr_fat_signal_ratio(pre, post, mask)
+    if ratio is None:
+        qc.append("too little dark fat around the lesion to reference the MR phases: "
+                  "percent enhancement read on the raw signal ratio")
+    elif abs(ratio - 1.0) >= _MR_REFERENCE_NOTE:
+        qc.append(f"MR phases referenced to the fat around the lesion (post/pre "
+                  f"×{ratio:.2f}): the two series' receive sensitivity differs there")
+    return ratio
 
 
 def _mr_nodules(enhancing: Volume, zone: Volume, pre: Volume, post: Volume,
