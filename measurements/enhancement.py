@@ -8,8 +8,10 @@ above ``exclude_above_hu``). ΔHU ≥ 20 enhancing ('yes'), 10–19 'equivocal',
 'not_assessable' when fewer than ``min_voxels`` voxels remain.
 
 MR (ACR): percent signal increase 100 × (median(post) − median(pre)) / median(pre) over the
-eroded mask, ≥ 15 % enhancing. MR intensities are arbitrary units: HU rules refuse MR
-images and MR rules refuse CT images (when ``Volume.modality`` is known).
+eroded mask, ≥ 15 % enhancing, optionally with the pre-contrast median scaled by the two
+series' relative receive sensitivity (``reference_ratio``, read on the fat around the
+lesion by :func:`mr_fat_signal_ratio`). MR intensities are arbitrary units: HU rules
+refuse MR images and MR rules refuse CT images (when ``Volume.modality`` is known).
 
 The images must already be aligned on the mask's grid (registration is another stage),
 except for :func:`ct_enhancement_at_pre_slabs`, which measures on the unenhanced series'
@@ -36,6 +38,7 @@ from scipy.stats import median_abs_deviation
 from measurements._common import (
     _bool_mask,
     _check_grids,
+    _check_orthogonal,
     _eroded,
     _require_modality,
     _spacing_kji,
@@ -669,8 +672,6 @@ def _eroded_in_plane(mask: npt.NDArray[np.bool_], spacing_kji: Any, erode_mm: fl
                      ) -> npt.NDArray[np.bool_]:
     """Voxels more than ``erode_mm`` (in-plane Euclidean) from the mask's outside in their
     own slice; along the slices the slab test does the work."""
-    from scipy.ndimage import distance_transform_edt
-
     if erode_mm <= 0:
         return mask.copy()
     out = np.zeros_like(mask)
@@ -792,6 +793,9 @@ def mr_enhancement(
     _require_modality(pre, "pre", _MR, "percent signal enhancement")
     _require_modality(post, "post", _MR, "percent signal enhancement")
     _check_grids(mask, "mask", pre=pre, post=post)
+    ratio = 1.0 if reference_ratio is None else float(reference_ratio)
+    if not np.isfinite(ratio) or ratio <= 0:
+        raise ValueError(f"mr_enhancement: reference_ratio must be positive, got {ratio}")
     mask_arr = _bool_mask(mask, "mask")
     inside = _eroded(mask_arr, _spacing_kji(mask), erode_mm)
     if erode_mm > 0:
@@ -807,12 +811,10 @@ def mr_enhancement(
     sub_med = float(np.median(post_v - pre_v))
     if pre_med <= 0:
         return MREnhancement(None, EnhancementClass.NOT_ASSESSABLE, n, sub_med, pre_med, post_med)
-    ratio = 1.0 if reference_ratio is None else float(reference_ratio)
-    if not np.isfinite(ratio) or ratio <= 0:
-        raise ValueError(f"mr_enhancement: reference_ratio must be positive, got {ratio}")
     pct = 100.0 * (post_med / (ratio * pre_med) - 1.0)
     cls = EnhancementClass.YES if pct >= threshold_pct else EnhancementClass.NO
-    return MREnhancement(pct, cls, n, sub_med, pre_med, post_med, reference_ratio)
+    return MREnhancement(pct, cls, n, sub_med, pre_med, post_med,
+                         None if reference_ratio is None else ratio)
 
 
 def mr_fat_signal_ratio(
@@ -826,27 +828,33 @@ def mr_fat_signal_ratio(
     min_voxels: int = 200,
 ) -> float | None:
     """Post/pre ratio of the median signal of the fat around ``mask`` on fat-suppressed
-    T1 (the reference :func:`mr_enhancement` reads the increase against), or None.
+    T1, or None.
 
     Fat: voxels between ``ring_mm`` (min, max) from the mask whose signal is under
     ``dark_fraction`` of the mask's median in both phases and, pre-contrast, above
-    ``floor_fraction`` of it (air and signal voids read only noise). Fat takes up no
-    gadolinium to speak of, so its ratio is the two series' relative receive sensitivity
-    there (smooth over the ring). None when fewer than ``min_voxels`` qualify (a sequence
-    without fat suppression: fat is not dark) or the pre-contrast image does not cover the
-    ring (NaN voxels are left out).
+    ``floor_fraction`` of it (air and signal voids read only noise); voxels either phase
+    does not cover (NaN) are left out. Fat takes up little gadolinium, so its ratio is
+    the two series' relative receive sensitivity there (smooth over the ring) times its
+    own small rise (the phantom's fat: +6.7 %): the caller decides how much of it to
+    trust as sensitivity (``pipeline.analysis.lesion``: only a difference beyond a
+    tenth). Other dark tissue in the ring counts too (urine, bowel fluid: a few percent
+    of a perirenal ring; the median keeps them from deciding). None when fewer than
+    ``min_voxels`` qualify (a sequence without fat suppression: fat is not dark) or the
+    mask's own signal is not positive. Raises EmptyMaskError for an empty mask and
+    GeometryError for a grid with non-orthogonal axes.
 
     Why: the percent increase is a ratio of two acquisitions' arbitrary units; with
     their sensitivities differing by a fifth, a dead 12-month zone (+1 %) read +24 %,
-    "yes" (held-out seed 207). Against the fat the six screened MR zones of three
-    archives read −2 to −5 % (raw −11 to +24 %; the phantom's fat itself rises 6.7 %)."""
+    "yes" (held-out seed 207: the fat around it rose ×1.27)."""
     _require_modality(pre, "pre", _MR, "MR fat signal ratio")
     _require_modality(post, "post", _MR, "MR fat signal ratio")
     _check_grids(mask, "mask", pre=pre, post=post)
+    _check_orthogonal(mask, "mask")
     mask_arr = _bool_mask(mask, "mask")
     pre_arr = np.asarray(pre.array, dtype=np.float64)
     post_arr = np.asarray(post.array, dtype=np.float64)
-    own = mask_arr & np.isfinite(pre_arr)
+    covered = np.isfinite(pre_arr) & np.isfinite(post_arr)
+    own = mask_arr & covered
     if not own.any():
         return None
     pre_level, post_level = float(np.median(pre_arr[own])), float(np.median(post_arr[own]))
@@ -854,7 +862,7 @@ def mr_fat_signal_ratio(
         return None
     from_mask_mm = distance_transform_edt(~mask_arr, sampling=_spacing_kji(mask))
     with np.errstate(invalid="ignore"):
-        fat = ((from_mask_mm > ring_mm[0]) & (from_mask_mm <= ring_mm[1])
+        fat = (covered & (from_mask_mm > ring_mm[0]) & (from_mask_mm <= ring_mm[1])
                & (pre_arr > floor_fraction * pre_level) & (pre_arr < dark_fraction * pre_level)
                & (post_arr < dark_fraction * post_level))
     if np.count_nonzero(fat) < min_voxels:

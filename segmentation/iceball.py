@@ -372,7 +372,7 @@ def _fit_isotherm_model(
         gain_in, cost_out = _slice_rates(gk[best[0], :, best[1]], hk[best[0], :, best[1]],
                                          nink[best[0], :, best[1]], target_k, near_k)
         if not np.any(gain_in > 0):
-            break  # no slice tells ice from its surroundings: keep the ball's rates' fit
+            break  # no slice tells ice from its surroundings: keep the fit so far
         # Σ_k gain_k·hits − cost_k·(model − hits)
         score = (np.einsum("k,skr->sr", gain_in + cost_out, hk)
                  - np.einsum("k,skr->sr", cost_out, gk))

@@ -757,11 +757,13 @@ def _round_mass(
                                  order=1, mode="nearest").reshape(n, -1)
     # a seed in a necrotic or cystic core starts its rays there: each ray's exit is its
     # first crossing into fat after it met the tumour's wall, halfway up from the fat
-    # boundary to the tumour's level. A core (18-20 HU) sits just above the boundary
-    # where the tumour enhances little, and its noise crosses it (SYN2030003: boundary
+    # boundary to the tumour's level. A necrotic core (18-20 HU) sits just above the
+    # boundary of a tumour of ~120 HU, and its noise crosses it (SYN2030003: boundary
     # 13 HU for a 124 HU tumour; with any voxel above the boundary for a wall, three rays
     # in four left through the core 1-2 mm from the seed, and the mass fitted to their
-    # exits held 2.98 of its 8.0 ml, Dice 0.52)
+    # exits held 2.98 of its 8.0 ml, Dice 0.51). A ray through a sector darker than that
+    # wall (a hypo-enhancing part reaching the capsule) no longer counts: fewer rays fit
+    # the mass then, which only makes it bound or complete the region less often
     below = values < fat_boundary_hu
     met_wall = values >= (fat_boundary_hu if wall_hu is None else wall_hu)
     below &= np.maximum.accumulate(met_wall, axis=1)

@@ -357,6 +357,12 @@ def test_mr_fat_reference_needs_dark_fat_and_coverage() -> None:
     r = np.asarray(pre.array, np.float32).copy()
     r[:, :, :] = np.where(np.asarray(mask.array, bool), r, np.nan)
     assert mr_fat_signal_ratio(pre.with_array(r), post, mask) is None
+    # partly covered (the pre-contrast series ends halfway through the ring): read on
+    # what it covers
+    half = np.asarray(pre.array, np.float32).copy()
+    half[: half.shape[0] // 3] = np.nan
+    assert mr_fat_signal_ratio(pre.with_array(half), post, mask) == pytest.approx(
+        64.0 / 60.0, rel=0.03)
     with pytest.raises(ValueError, match="positive"):
         mr_enhancement(pre, post, mask, reference_ratio=0.0)
     with pytest.raises(ModalityError):
