@@ -119,8 +119,8 @@ class MREnhancement:
         subtraction_median: median of post − pre (arbitrary units; None if not assessable).
         pre_median: median pre-contrast signal.
         post_median: median post-contrast signal.
-        reference_ratio: post/pre signal ratio of the reference tissue the increase is
-            read against (:func:`mr_fat_signal_ratio`; None: none, the raw ratio).
+        reference_ratio: the two series' relative receive sensitivity (post/pre) that
+            was divided out (None: none, the raw ratio).
     """
 
     enhancement_pct: float | None
@@ -775,10 +775,11 @@ def mr_enhancement(
 ) -> MREnhancement:
     """MR percent signal increase over an eroded mask, ≥ ``threshold_pct`` enhancing.
 
-    ``reference_ratio``: the post/pre signal ratio of a tissue that does not enhance
-    (:func:`mr_fat_signal_ratio`); the increase is then read against it, 100 × (median
-    post / (ratio × median pre) − 1), cancelling a receive sensitivity (coil, receiver
-    gain) that differs between the two series.
+    ``reference_ratio``: the two series' relative receive sensitivity (post/pre,
+    dimensionless: coil, receiver gain), divided out as 100 × (median post / (ratio ×
+    median pre) − 1). Read on a tissue that does not enhance, e.g. the fat around the
+    lesion (:func:`mr_fat_signal_ratio`); the pipeline passes only the part of the fat's
+    ratio beyond the fat's own change (``pipeline.analysis.lesion._mr_fat_reference``).
 
     With an erosion, the mask's first and last slices are left out too where enough
     voxels lie between them (:func:`_between_slices`): on slices thicker than the erosion

@@ -330,6 +330,8 @@ def test_mr_percent_is_read_against_the_fat_when_the_series_sensitivities_differ
     raw = mr_enhancement(pre, post, mask)
     assert raw.classification == EnhancementClass.YES  # the reading without the reference
     res = mr_enhancement(pre, post, mask, reference_ratio=ratio)
+    # the fat ratio reads within ~1 % (measured −0.7 %): about 1 point of the 95 %
+    # left; the zone's noise ~0.2 (measured +0.3 points)
     assert res.enhancement_pct == pytest.approx(100.0 * (525.0 / 520.0 / (64.0 / 60.0) - 1.0),
                                                 abs=2.0)
     assert res.classification == EnhancementClass.NO
@@ -343,6 +345,9 @@ def test_mr_enhancing_zone_stays_enhancing_against_the_fat() -> None:
     ratio = mr_fat_signal_ratio(pre, post, mask)
     assert ratio is not None
     res = mr_enhancement(pre, post, mask, reference_ratio=ratio)
+    # the fat ratio reads within ~1 % here (its Rician lift nearly cancels between the
+    # phases; measured +0.5 %), 1 % of 169 is 1.7 points; the zone's own noise (σ 10 on
+    # 936, median of 134 voxels) ~0.2: measured −1.4 points
     assert res.enhancement_pct == pytest.approx(100.0 * (1.8 / (64.0 / 60.0) - 1.0), abs=3.0)
     assert res.classification == EnhancementClass.YES
 

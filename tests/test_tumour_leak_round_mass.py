@@ -93,15 +93,19 @@ def test_rendered_textured_tumour_does_not_take_the_kidney_pole(clean_success_17
     """Seed 173's clean-success tumour rendered at full resolution (0.69 × 0.69 × 1 mm,
     nephrographic): 14.5 ml, 3-D diameter 32.6 mm. The mask read 24.2 ml (Dice 0.745,
     3-D +20.9 mm) before; now Dice 0.973, +1.3 %, +1.3 mm."""
+    _assert_segmented_within_targets(clean_success_173)
+
+
+def _assert_segmented_within_targets(case) -> None:  # type: ignore[no-untyped-def]
+    """The rendered case's tumour segmented from its truth centroid meets the project's
+    targets: Dice 0.90 (0.95 here: neither case may keep kidney or lose a third of the
+    tumour), volume 10 %, 3-D diameter 1.5 mm."""
     from measurements.size import max_3d_diameter
 
-    case = clean_success_173
     seed = np.asarray(case.truth["timepoint"]["centroid_lps"])
     got = segment_tumour(case.image, seed)
     truth = case.masks["tumour"].array.astype(bool)
     mask = got.array.astype(bool)
-    # the project's targets: Dice 0.90 (0.95 here: the mass leaves no kidney in), volume
-    # 10 %, diameters 1.5 mm
     assert dice(mask, truth) > 0.95
     assert abs(mask.sum() / truth.sum() - 1.0) < 0.10
     error_mm = max_3d_diameter(got).diameter_mm - case.truth["timepoint"]["max_3d_diameter_mm"]
@@ -125,14 +129,4 @@ def test_rays_leave_through_the_tumour_wall_not_a_core_at_the_fat_boundary(
     for the round mass the region had leaked past and cut the tumour to it: 2.79 ml,
     Dice 0.51, 3-D diameter −2.7 mm. A ray now leaves only after it met tissue halfway
     up from the boundary to the tumour's level: Dice 0.975, volume −3 %."""
-    from measurements.size import max_3d_diameter
-
-    case = residual_3mo_203
-    seed = np.asarray(case.truth["timepoint"]["centroid_lps"])
-    got = segment_tumour(case.image, seed)
-    truth = case.masks["tumour"].array.astype(bool)
-    mask = got.array.astype(bool)
-    assert dice(mask, truth) > 0.95
-    assert abs(mask.sum() / truth.sum() - 1.0) < 0.10
-    error_mm = max_3d_diameter(got).diameter_mm - case.truth["timepoint"]["max_3d_diameter_mm"]
-    assert abs(error_mm) < 1.5
+    _assert_segmented_within_targets(residual_3mo_203)

@@ -39,7 +39,9 @@ def test_dead_mr_zone_is_not_enhancing_when_the_series_sensitivities_differ(
     centre = np.asarray(post.truth["timepoint"]["centroid_lps"])
     m = measure_zone(post.image, pre.image, centre, AssessmentCriteria(), 60.0)
     assert post.truth["timepoint"]["enhancing"] == "no"
-    # the raw ratio read +24.3 %; with ×1.16 divided out +7.6 %
+    # the raw ratio read +24.3 %; with ×1.16 divided out +7.6 %. The bound: the truth
+    # is +1 %, and up to a tenth of the sensitivity stays in the reading by design
+    # (_MR_FAT_OWN_CHANGE), so a dead zone may read up to ~+12 %
     assert m.values["enhancing"] == "no"
     assert 0.0 < m.values["enhancement_pct"] < 12.0
     assert any("receive sensitivity differs" in q for q in m.qc)
