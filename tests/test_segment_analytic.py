@@ -20,7 +20,7 @@ from segmentation import (
 )
 from segmentation._common import dice
 from segmentation.ablation_zone import _levels
-from segmentation.iceball import _fit_isotherm_model
+from segmentation.iceball import _fit_isotherm_model, _normal_shifts_mm
 from segmentation.registration import resample_to
 from tests.test_segment_common import _partial_volume
 
@@ -346,71 +346,101 @@ def test_iceball_border_in_fat_is_placed_where_the_fat_is_half_frozen() -> None:
     assert max(radius_error_mm) <= 0.1, radius_error_mm
 
 
-@pytest.mark.parametrize("shaft_offset_mm", [-1.0, 1.0])
-def test_iceball_model_placed_by_the_ice_when_the_probe_lies_within_one_slice(
-        shaft_offset_mm: float) -> None:
-    """A probe lying in the axial plane on 3 mm slices, its shaft 1 mm above or below the
-    centre of the slab it lies in, and its iso-therm ice ball in tissue (radius 14 mm
-    across the probe, 1.3 times that along it, reaching 8 mm beyond the tip, as the
-    phantom's), rendered with box-filter partial volume (probe steel 8000 HU clipped to
-    3071, as the CT stores it). The slab reads the same wherever the shaft lies in it, so
-    it is found at the slab's centre, 1 mm off, and the model fitted around it was 1 mm
-    off with it (the phantom's SYN2110004: 0.9 mm on 3 mm slices, the minimal margin
-    0.7 mm short; here the poles' midpoint 1.0 mm off and the margin to a concentric 8 mm
-    tumour, 6 mm, read 4.9-5.2 mm). The ice ball's slices place it: the midpoint within
-    0.3 mm (measured 0-0.25: the shift is searched in 0.25 mm steps) and the margin within
-    0.4 mm (measured 5.64-6.02: the radius, searched in 0.1 mm steps, came out 0.1 mm small
-    on one draw, on top of the 0.25 mm step) on every noise draw."""
-    spacing, shape = (0.8, 0.8, 3.0), (27, 100, 100)
-    slab_centre_mm = 13 * spacing[2]  # z of slice 13
-    centre = np.array([40.0, 40.0, slab_centre_mm + shaft_offset_mm])
-    radius_mm, aspect, beyond_mm, tumour_radius_mm = 14.0, 1.3, 8.0, 8.0
-    tip = centre - np.array([0.0, aspect * radius_mm - beyond_mm, 0.0])
+_SLAB_SPACING = (0.8, 0.8, 3.0)  # i, j, k (mm): 3 mm slices
+_SLAB_SHAPE = (27, 100, 100)
+_SLAB_CENTRE_MM = 13 * _SLAB_SPACING[2]  # z of slice 13
+
+
+def _slab_volume(arr: np.ndarray) -> Volume:
+    return Volume.from_geometry(arr.astype(np.float32), origin_lps=(0, 0, 0),
+                                spacing_mm=_SLAB_SPACING, modality="CT")
+
+
+def _probe_ice_scene(centre: np.ndarray, axis: np.ndarray, radius_mm: float = 14.0,
+                     aspect: float = 1.3, beyond_mm: float = 8.0) -> np.ndarray:
+    """HU (without noise) on the 3 mm-slice grid: tissue (35 HU), one probe's iso-therm ice
+    ball (−50 HU; radius ``radius_mm`` across the probe, ``aspect`` times that along it,
+    reaching ``beyond_mm`` past the tip, as the phantom's) centred at ``centre``, and the
+    probe (0.75 mm radius, steel 8000 HU, stored clipped at 3071 HU) coming in along
+    ``axis`` (unit, from the tip outwards), with box-filter partial volume."""
+    tip = centre - axis * (aspect * radius_mm - beyond_mm)
 
     def ice(x, y, z):
-        return ((((x - centre[0]) ** 2 + (z - centre[2]) ** 2) / radius_mm**2
-                 + (y - centre[1]) ** 2 / (aspect * radius_mm) ** 2) <= 1.0).astype(float)
-
-    def steel(x, y, z):
-        return ((((x - tip[0]) ** 2 + (z - tip[2]) ** 2) <= 0.75**2) & (y >= tip[1])
+        d = np.stack([x - centre[0], y - centre[1], z - centre[2]], axis=-1)
+        along = d @ axis
+        across2 = np.einsum("...i,...i->...", d, d) - along**2
+        return (across2 / radius_mm**2 + along**2 / (aspect * radius_mm) ** 2 <= 1.0
                 ).astype(float)
 
+    def steel(x, y, z):
+        d = np.stack([x - tip[0], y - tip[1], z - tip[2]], axis=-1)
+        along = d @ axis
+        across2 = np.einsum("...i,...i->...", d, d) - along**2
+        return ((across2 <= 0.75**2) & (along >= 0.0)).astype(float)
+
     samples = (3, 3, 6)
-    frozen = _partial_volume(ice, shape, spacing, samples)
-    metal = _partial_volume(steel, shape, spacing, samples)
+    frozen = _partial_volume(ice, _SLAB_SHAPE, _SLAB_SPACING, samples)
+    metal = _partial_volume(steel, _SLAB_SHAPE, _SLAB_SPACING, samples)
     arr = 35.0 + (-50.0 - 35.0) * frozen
-    arr = np.minimum(arr + metal * (8000.0 - arr), 3071.0)
-    k, j, i = np.mgrid[: shape[0], : shape[1], : shape[2]].astype(np.float64)
-    x, y, z = i * spacing[0], j * spacing[1], k * spacing[2]
+    return np.minimum(arr + metal * (8000.0 - arr), 3071.0)
+
+
+@pytest.mark.parametrize("shaft_offset_mm", [-0.75, 0.0, 0.75])
+def test_iceball_model_placed_by_the_ice_when_the_probe_lies_within_one_slice(
+        shaft_offset_mm: float) -> None:
+    """A probe lying in the axial plane on 3 mm slices, its shaft (1.5 mm across) wholly
+    within one slab, ``shaft_offset_mm`` from the slab's centre, and its iso-therm ice ball
+    in tissue (:func:`_probe_ice_scene`). The slab reads the same wherever the shaft lies
+    in it, so it is found at the slab's centre, and the model fitted around it was off
+    with it (the phantom's SYN2110004: 0.9 mm on 3 mm slices, the minimal margin 0.7 mm
+    short; here the poles' midpoint 0.75 mm off and the margin to a concentric 8 mm
+    tumour, 6 mm, 5.35 mm). The ice ball's slices place it, and a shaft at the slab's
+    centre stays there: the midpoint within 0.2 mm (measured: exact, the offsets lie on
+    the 0.25 mm search grid) and the margin within 0.3 mm (measured 5.92-6.03: the
+    radius search's 0.1 mm steps and the surfaces' discretisation) on every noise draw."""
+    centre = np.array([40.0, 40.0, _SLAB_CENTRE_MM + shaft_offset_mm])
+    axis = np.array([0.0, 1.0, 0.0])  # in the axial plane, from +y (posterior)
+    radius_mm, tumour_radius_mm = 14.0, 8.0
+    arr = _probe_ice_scene(centre, axis, radius_mm)
+    k, j, i = np.mgrid[: _SLAB_SHAPE[0], : _SLAB_SHAPE[1], : _SLAB_SHAPE[2]].astype(np.float64)
+    x, y, z = (i * _SLAB_SPACING[0], j * _SLAB_SPACING[1], k * _SLAB_SPACING[2])
     tumour_mm = tumour_radius_mm - np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2
                                            + (z - centre[2]) ** 2)
-
-    def volume(a: np.ndarray) -> Volume:
-        return Volume.from_geometry(a.astype(np.float32), origin_lps=(0, 0, 0),
-                                    spacing_mm=spacing, modality="CT")
-
+    grid = _slab_volume(np.zeros(_SLAB_SHAPE))
     for seed in range(3):
-        noise = np.random.default_rng(seed).normal(0.0, 12.0, shape)
-        res = segment_iceball(volume(arr + noise), centre + np.array([2.0, 1.0, -1.0]),
+        noise = np.random.default_rng(seed).normal(0.0, 12.0, _SLAB_SHAPE)
+        res = segment_iceball(_slab_volume(arr + noise), centre + np.array([2.0, 1.0, -1.0]),
                               half_size_mm=35.0)
         # the shaft is found at the slab's centre: the model must not follow it there
-        assert abs(res.probe_tips_lps[0, 2] - slab_centre_mm) <= 0.2
+        assert abs(res.probe_tips_lps[0, 2] - _SLAB_CENTRE_MM) <= 0.2
         assert res.distance_mm is not None
         # the model's distance map (on the ice-ball crop) on the whole grid, far outside
-        model = resample_to(res.distance_mm, volume(np.zeros(shape)), None,
-                            default_value=-50.0)
+        model = resample_to(res.distance_mm, grid, None, default_value=-50.0)
         # the model's poles along z through the ball's centre (its distance map is linear
         # there), and their midpoint
         column = np.asarray(model.array)[:, 50, 50].astype(np.float64)
-        poles_mm = [(kk + column[kk] / (column[kk] - column[kk + 1])) * spacing[2]
-                    for kk in range(shape[0] - 1) if (column[kk] > 0) != (column[kk + 1] > 0)]
+        poles_mm = [(kk + column[kk] / (column[kk] - column[kk + 1])) * _SLAB_SPACING[2]
+                    for kk in range(_SLAB_SHAPE[0] - 1)
+                    if (column[kk] > 0) != (column[kk + 1] > 0)]
         assert len(poles_mm) == 2, poles_mm
-        assert abs(float(np.mean(poles_mm)) - centre[2]) <= 0.3, (seed, poles_mm, centre[2])
+        assert abs(float(np.mean(poles_mm)) - centre[2]) <= 0.2, (seed, poles_mm, centre[2])
         margin = ablative_margin_from_distances(
-            volume(np.zeros(shape)).with_array(tumour_mm.astype(np.float32), modality=""),
-            model)
-        assert abs(margin.min_margin_mm - (radius_mm - tumour_radius_mm)) <= 0.4, (
+            grid.with_array(tumour_mm.astype(np.float32), modality=""), model)
+        assert abs(margin.min_margin_mm - (radius_mm - tumour_radius_mm)) <= 0.3, (
             seed, margin.min_margin_mm)
+
+
+@pytest.mark.parametrize(("slab_mm", "expected"), [
+    (3.0, [0.0, -0.25, 0.25, -0.5, 0.5, -0.75, 0.75, -1.0, 1.0, -1.25, 1.25, -1.5, 1.5]),
+    (5.0, [0.0, -0.25, 0.25, -0.5, 0.5, -0.75, 0.75, -1.0, 1.0, -1.25, 1.25, -1.5, 1.5]),
+    (1.0, [0.0, -0.25, 0.25, -0.5, 0.5]),
+    (0.4, [0.0]),
+])
+def test_normal_shifts_reach_half_a_slice_at_most_the_cap(slab_mm: float,
+                                                         expected: list[float]) -> None:
+    """Zero first (it wins ties), then outwards in 0.25 mm steps to half a slab, capped
+    at 1.5 mm; slices under half a millimetre leave nothing to search."""
+    assert np.allclose(_normal_shifts_mm(slab_mm), expected)
 
 
 def test_segment_iceball_without_probe_is_an_error() -> None:
