@@ -397,12 +397,10 @@ def _fit_isotherm_model(
         best = np.unravel_index(int(np.argmax(score)), score.shape)
     aspect, beyond = shapes[int(best[0])]
     radius = float(radii[best[1]])
-    # the slices' normal and the slab thickness along it (the grid's k axis, also when
-    # it is not orthogonal to the slices)
-    d_kji = crop.direction[:, ::-1]
-    normal = np.cross(d_kji[:, 2], d_kji[:, 1])
-    normal /= np.linalg.norm(normal)
-    slab_mm = float(crop.spacing_mm[2] * abs(d_kji[:, 0] @ normal))
+    # the slices' normal (unit, LPS) and the slab along it: the grid's k axis and its
+    # spacing (the loader's grids are orthogonal, as the fit's per-axis distances assume)
+    normal = crop.slice_normal_lps
+    slab_mm = float(crop.spacing_mm[2])
     shifts = _normal_shifts_mm(slab_mm)
     # how far the shafts rise across the slices over the model's length along them
     rise_mm = float(np.max(np.abs(axes @ normal))) * 2.0 * aspect * radius
@@ -412,15 +410,15 @@ def _fit_isotherm_model(
         # slices tell where the ball is (_normal_shifts_mm); a tip moved by s along the
         # normal moves each voxel's depth along the shaft by −s·(axis·n) and its squared
         # distance from the tip by s² − 2s·(voxel − tip)·n
-        rise = axes @ normal
-        towards = np.stack([(pts_s - tip) @ normal for tip in tips])
-        dist2 = across2 + along**2
+        axis_dot_normal = axes @ normal  # per probe, dimensionless
+        towards_mm = np.stack([(pts_s - tip) @ normal for tip in tips])
+        dist2_mm2 = across2 + along**2
         shift = 0.0
         for _ in range(3):
             best_score, previous = -np.inf, shift
             for candidate in shifts:
-                along_m = along - candidate * rise[:, None]
-                across2_m = dist2 - 2.0 * candidate * towards + candidate**2 - along_m**2
+                along_m = along - candidate * axis_dot_normal[:, None]
+                across2_m = dist2_mm2 - 2.0 * candidate * towards_mm + candidate**2 - along_m**2
                 first = first_radius(along_m, across2_m, aspect, beyond)
                 in_model = inside_per_slice(first, None)
                 hits = inside_per_slice(first, target_s)

@@ -28,15 +28,18 @@ _SPACING = (0.8, 0.8, 2.0)  # i, j, k (mm)
 _SHAPE = (40, 100, 100)  # k, j, i
 
 
-def _grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """LPS coordinates (mm) of voxel centres, each shaped like the array [k, j, i]."""
-    k, j, i = np.mgrid[: _SHAPE[0], : _SHAPE[1], : _SHAPE[2]].astype(np.float32)
-    return i * _SPACING[0], j * _SPACING[1], k * _SPACING[2]
+def _grid(shape: tuple[int, int, int] = _SHAPE, spacing: tuple[float, float, float] = _SPACING
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LPS coordinates (mm) of voxel centres, each shaped like the array [k, j, i]
+    (``spacing``: i, j, k in mm)."""
+    k, j, i = np.mgrid[: shape[0], : shape[1], : shape[2]].astype(np.float32)
+    return i * spacing[0], j * spacing[1], k * spacing[2]
 
 
-def _volume(arr: np.ndarray, modality: str = "CT") -> Volume:
+def _volume(arr: np.ndarray, modality: str = "CT",
+            spacing: tuple[float, float, float] = _SPACING) -> Volume:
     return Volume.from_geometry(arr.astype(np.float32), origin_lps=(0, 0, 0),
-                                spacing_mm=_SPACING, modality=modality)
+                                spacing_mm=spacing, modality=modality)
 
 
 def _noise(seed: int, sd: float) -> np.ndarray:
@@ -351,11 +354,6 @@ _SLAB_SHAPE = (27, 100, 100)
 _SLAB_CENTRE_MM = 13 * _SLAB_SPACING[2]  # z of slice 13
 
 
-def _slab_volume(arr: np.ndarray) -> Volume:
-    return Volume.from_geometry(arr.astype(np.float32), origin_lps=(0, 0, 0),
-                                spacing_mm=_SLAB_SPACING, modality="CT")
-
-
 def _probe_ice_scene(centre: np.ndarray, axis: np.ndarray, radius_mm: float = 14.0,
                      aspect: float = 1.3, beyond_mm: float = 8.0) -> np.ndarray:
     """HU (without noise) on the 3 mm-slice grid: tissue (35 HU), one probe's iso-therm ice
@@ -402,15 +400,14 @@ def test_iceball_model_placed_by_the_ice_when_the_probe_lies_within_one_slice(
     axis = np.array([0.0, 1.0, 0.0])  # in the axial plane, from +y (posterior)
     radius_mm, tumour_radius_mm = 14.0, 8.0
     arr = _probe_ice_scene(centre, axis, radius_mm)
-    k, j, i = np.mgrid[: _SLAB_SHAPE[0], : _SLAB_SHAPE[1], : _SLAB_SHAPE[2]].astype(np.float64)
-    x, y, z = (i * _SLAB_SPACING[0], j * _SLAB_SPACING[1], k * _SLAB_SPACING[2])
+    x, y, z = _grid(_SLAB_SHAPE, _SLAB_SPACING)
     tumour_mm = tumour_radius_mm - np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2
                                            + (z - centre[2]) ** 2)
-    grid = _slab_volume(np.zeros(_SLAB_SHAPE))
+    grid = _volume(np.zeros(_SLAB_SHAPE), spacing=_SLAB_SPACING)
     for seed in range(3):
         noise = np.random.default_rng(seed).normal(0.0, 12.0, _SLAB_SHAPE)
-        res = segment_iceball(_slab_volume(arr + noise), centre + np.array([2.0, 1.0, -1.0]),
-                              half_size_mm=35.0)
+        res = segment_iceball(_volume(arr + noise, spacing=_SLAB_SPACING),
+                              centre + np.array([2.0, 1.0, -1.0]), half_size_mm=35.0)
         # the shaft is found at the slab's centre: the model must not follow it there
         assert abs(res.probe_tips_lps[0, 2] - _SLAB_CENTRE_MM) <= 0.2
         assert res.distance_mm is not None
