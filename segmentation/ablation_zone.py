@@ -119,8 +119,8 @@ _THICK_ZONE_KEEPS = 0.5
 #: truth centroid: only that zone changed (3-D +5.31 → +1.33 mm, Dice 0.913 → 0.950).
 #: Without the enhancing-tissue condition (_ENHANCING_BODY_RADIUS_MM) 13 zones changed
 #: and off target went 14 → 18 (one MR zone fixed besides): progression zones' crescents
-#: around their nodules lost 14-27 % of their volume, small late zones inside the kidney
-#: their thin ends (−1.7 to −2.5 mm of long axis)
+#: around their nodules lost 14-25 % of their volume, small late zones beside the kidney
+#: their thin ends (−1.6 to −2.5 mm of long axis)
 _BAND_REACH_MM = 4.0
 #: enhancing tissue beside which a far part of the opening stays zone must hold a ball of
 #: this radius (mm): noise specks of the subtraction on a muscle band are not tissue
@@ -922,7 +922,7 @@ def _without_bands(hull: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float
     # the share is no test where the band outweighs a small zone: what the opening took
     # and that reaches farther than _BAND_REACH_MM from what it kept is a band, unless it
     # lies beside enhancing tissue (the zone's own crescent around a nodule, the thin end
-    # of a small zone inside the parenchyma)
+    # of a small zone beside the parenchyma)
     touching = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity
     taken = hull & ~kept
     far = taken & (ndi.distance_transform_edt(~kept, sampling=spacing_mm[::-1])
