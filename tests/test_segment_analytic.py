@@ -739,26 +739,31 @@ def test_segment_ablation_zone_does_not_follow_a_thin_band(
     assert dice(got, zone) >= 0.97
 
 
-@pytest.mark.parametrize(("radius_mm", "band_hu", "thick_mm", "tilt_deg", "seed"), [
-    (4.0, (41.0, 48.0), 3.5, 60.0, 0),
-    (6.0, (41.0, 48.0), 3.0, 0.0, 3),
-    (9.0, (50.0, 62.0), 3.0, 35.0, 2),
-], ids=["0.3ml", "0.9ml", "3.1ml"])
-def test_segment_ablation_zone_smaller_than_its_band_does_not_follow_it(
-        radius_mm: float, band_hu: tuple[float, float], thick_mm: float, tilt_deg: float,
-        seed: int) -> None:
+_SMALL_ZONE_BANDS = {"0.3ml": (4.0, (41.0, 48.0), 3.5, 60.0),
+                     "0.9ml": (6.0, (41.0, 48.0), 3.0, 0.0),
+                     "3.1ml": (9.0, (50.0, 62.0), 3.0, 35.0)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3, 5])
+@pytest.mark.parametrize("scene", list(_SMALL_ZONE_BANDS))
+def test_segment_ablation_zone_smaller_than_its_band_does_not_follow_it(scene: str,
+                                                                        seed: int) -> None:
     """A zone smaller than the band it touches: the band opening takes the band, but kept
-    too little of the whole to be trusted by its share, and the band stayed (0.26 ml zone
-    read 3.83 ml, 0.88 ml read 2.14 ml, 3.09 ml read 18.5 ml: Dice 0.11, 0.57, 0.28;
-    held-out seed 223's 3 ml 12-month zone on a 3 mm body-wall band, 3-D +5.3 mm). What
-    the opening takes and reaches farther than _BAND_REACH_MM from what it keeps, with no
-    enhancing tissue beside it, is band. Dice 0.96-0.99 after."""
+    too little of the whole to be trusted by its share, and the band stayed (noise draw
+    0: the 0.26 ml zone read 3.83 ml, 0.88 ml read 2.14 ml, 3.09 ml read 18.5 ml; Dice
+    0.11, 0.57, 0.28; held-out seed 223's 3 ml 12-month zone on a 3 mm body-wall band,
+    3-D +5.3 mm). What the opening takes and reaches farther than _BAND_REACH_MM from
+    what it keeps, with no body of enhancing tissue beside it, is band. Four noise draws
+    each: 7 of these 12 kept the band while a noise blob of 0.02 ml that survived the
+    1.5 mm opening counted as enhancing tissue (b07b3de, before the 0.1 ml bar); Dice
+    0.95-0.99 seen over draws 0-7."""
+    radius_mm, band_hu, thick_mm, tilt_deg = _SMALL_ZONE_BANDS[scene]
     pre, post, zone, band = _band_zone_scene(band_hu, thick_mm, tilt_deg, seed, radius_mm)
     res = segment_ablation_zone(post, pre, _C, modality="CT", half_size_mm=35.0)
     got = res.zone_mask.array.astype(bool)
     voxel_ml = float(np.prod(_SPACING)) / 1000.0
     assert (got & band).sum() * voxel_ml <= 0.05
-    assert dice(got, zone) >= 0.95
+    assert dice(got, zone) >= 0.94
 
 
 def test_segment_ablation_zone_includes_a_nodule_as_large_as_the_zone() -> None:
