@@ -126,9 +126,10 @@ _THICK_ZONE_KEEPS = 0.5
 #: their thin ends (−1.6 to −2.5 mm of long axis)
 _BAND_REACH_MM = 4.0
 #: enhancing tissue beside which a far part of the opening stays zone must hold a ball of
-#: this radius (mm) and be at least this large (ml, the nodules' bar): what survives a
-#: 1.5 mm opening of the subtraction's noise alone (16-34 blobs in the crop of an
-#: analytic band scene, one of 0.023 ml on the band) kept the band in 7 of 24 noise draws
+#: this radius (mm) and be at least this large (ml; also the smallest enhancing component
+#: judged as a nodule): what survives a 1.5 mm opening of the subtraction's noise alone
+#: (16-34 blobs in the crop of an analytic band scene, one of 0.023 ml on the band) kept
+#: the band in 7 of 24 noise draws before the volume bar
 _ENHANCING_BODY_RADIUS_MM = 1.5
 _ENHANCING_BODY_MIN_ML = 0.1
 #: 26-connectivity
@@ -382,7 +383,7 @@ def segment_ablation_zone(
     # moved over air: +450-600 HU of "enhancement")
     near_air = _near_air(crop.array, pre_aligned, modality, enhancing & (smooth > lo), spacing)
     parenchyma_level = _parenchyma_level(level, enhancing & (smooth > lo) & ~near_air)
-    min_voxels = 100.0 / crop.voxel_volume_mm3  # 0.1 ml
+    min_voxels = _ENHANCING_BODY_MIN_ML * 1000.0 / crop.voxel_volume_mm3
     for i in range(1, n + 1):
         comp = labels == i
         comp_level = float(np.median(level[comp]))
@@ -884,9 +885,9 @@ def _without_bands(hull: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float
     """The refined zone opened with a 3.5 mm ball and reconstructed by one slice along the
     slice axis (the opening alone shaves the convex poles, whose last 2-3 mm slices are
     narrower than the ball); when the opening takes too much to be trusted, only the parts
-    it took reaching farther than :data:`_BAND_REACH_MM` from what it kept, with no
-    enhancing tissue (``enhancing`` holding a ball of :data:`_ENHANCING_BODY_RADIUS_MM`)
-    beside them, go.
+    it took reaching farther than :data:`_BAND_REACH_MM` from what it kept, with no body
+    of enhancing tissue beside them (``enhancing`` holding a ball of
+    :data:`_ENHANCING_BODY_RADIUS_MM`, at least :data:`_ENHANCING_BODY_MIN_ML`), go.
     ``spacing_mm`` is (i, j, k), ``in_plane`` the 4-neighbour cross within a slice,
     ``voxel_mm3`` one voxel's volume.
 
@@ -929,12 +930,18 @@ def _without_bands(hull: npt.NDArray[np.bool_], spacing_mm: npt.NDArray[np.float
     # lies beside a body of enhancing tissue (the zone's own crescent around a nodule,
     # the thin end of a small zone beside the parenchyma; a thin end with fat or muscle
     # beside it goes like a band)
-    far_mm = ndi.distance_transform_edt(~kept, sampling=spacing_mm[::-1])
-    bands = _parts_reaching(hull & ~kept, far_mm > _BAND_REACH_MM)
+    # distances from what was kept matter inside the hull only, whose box holds all of it
+    box = bbox_slices(hull, 1)
+    assert box is not None  # the opening kept something of it
+    far = np.zeros_like(hull)
+    far[box] = ndi.distance_transform_edt(~kept[box], sampling=spacing_mm[::-1]) > _BAND_REACH_MM
+    bands = _parts_reaching(hull & ~kept, far)
+    # enhancing bodies are judged whole, on the crop (a kidney reaches past the hull's box)
+    min_body_voxels = round(_ENHANCING_BODY_MIN_ML * 1000.0 / voxel_mm3)
     tissue = remove_small_objects(
         ndi.binary_opening(enhancing & ~hull,
                            structure=ball_structure(spacing_mm, _ENHANCING_BODY_RADIUS_MM)),
-        max_size=round(_ENHANCING_BODY_MIN_ML * 1000.0 / voxel_mm3) - 1, connectivity=3)
+        max_size=min_body_voxels - 1, connectivity=3)  # removes up to max_size voxels
     bands &= ~_parts_reaching(bands, ndi.binary_dilation(tissue, structure=_TOUCHING))
     return fill_holes_3d_and_slices(hull & ~bands) if bands.any() else hull
 

@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 
 from pipeline.image import Volume
 from segmentation import segment_ablation_zone
-from segmentation._common import dice
+from segmentation._common import dice, distance_from_index_mm
 from segmentation.ablation_zone import _without_bands
 from tests.test_regularised_small import _SP_MM, _ellipsoid
 from tests.test_segment_common import _partial_volume
@@ -73,12 +73,10 @@ def test_band_opening_keeps_a_far_part_beside_enhancing_tissue(radius_mm: float,
     on the screened archives); a 2 mm speck (0.03 ml, like the blobs the subtraction's
     noise leaves after the 1.5 mm opening: under the 0.1 ml a body needs) does not."""
     mask, band = _with_band((6.5, 5.0, 5.0), pad_i=24)
-    k, j, i = np.indices(mask.shape)
     kb, jb, ib = np.argwhere(band).max(axis=0)  # the band's far end
-    sp_kji = np.asarray(_SP_MM)[::-1]
-    centre = np.array([kb, jb, ib + radius_mm / sp_kji[2]])  # reaching the band's end
-    enhancing = ((((k - centre[0]) * sp_kji[0]) ** 2 + ((j - centre[1]) * sp_kji[1]) ** 2
-                  + ((i - centre[2]) * sp_kji[2]) ** 2) <= radius_mm**2) & ~(mask | band)
+    centre_kji = (kb, jb, ib + radius_mm / _SP_MM[0])  # the ball reaches the band's end
+    enhancing = ((distance_from_index_mm(mask.shape, centre_kji, np.asarray(_SP_MM))
+                  <= radius_mm) & ~(mask | band))
     kept = _without_bands(mask | band, _SP_MM, _IN_PLANE, _VOXEL_MM3, enhancing)
     assert (kept & band).any() == band_stays
     assert kept.sum() >= 0.99 * mask.sum()
