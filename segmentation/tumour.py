@@ -157,6 +157,15 @@ _LEAK_MASS_MIN_SHARE = 0.6
 _LEAK_MASS_OUTSIDE = 0.2
 
 
+#: voxels darker than the fat level by more than this (HU) are air (skin, bowel gas) or its
+#: partial volume with fat: read as that floor. The tumour never borders air directly; at
+#: its full value the outside shell of the border refinement averaged it with the fat and
+#: the fat/outside half level fell hundreds of HU below fat, so a thin fat layer before
+#: air joined the tumour (held-out seed 227: long axis +1.80 mm, 3 mm of fat). Fat itself
+#: (noise σ 10-20 HU) is untouched
+_AIR_BELOW_FAT_HU = 50.0
+
+
 def segment_tumour(
     contrast: Volume,
     seed_lps: Any,
@@ -199,6 +208,10 @@ def segment_tumour(
     fat_hu, tumour_hu, spread_hu, paren_hu = tissue_levels_hu(
         smooth, seed_kji, spacing, kidney=kidney_crop
     )
+    # air beyond thin fat (skin, bowel gas) reads far below any tissue the tumour meets:
+    # as fat it sets the levels of the borders against it
+    floor_hu = fat_hu - _AIR_BELOW_FAT_HU
+    smooth = np.maximum(smooth, np.float32(floor_hu))
     lo = 0.5 * (fat_hu + tumour_hu)
     hi = tumour_hu + max(3.0 * spread_hu, 40.0)
     if paren_hu is not None:
@@ -266,7 +279,7 @@ def segment_tumour(
     region = fill_holes_3d_and_slices(region)
     # band voxels darker than the tumour are placed on the unsmoothed image (a Gaussian
     # puts the half level σ²/R inside a convex border: 6 % of a 0.7 ml tumour)
-    decide = crop.array.astype(np.float32)
+    decide = np.maximum(crop.array.astype(np.float32), np.float32(floor_hu))
     region = _refined_and_cleaned(region, smooth, spacing, seed_kji, decide)
     if convex_fill:
         region = _complete_round_contour(region, smooth, spacing, seed_kji, lo,
