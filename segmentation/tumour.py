@@ -157,12 +157,14 @@ _LEAK_MASS_MIN_SHARE = 0.6
 _LEAK_MASS_OUTSIDE = 0.2
 
 
-#: voxels darker than the fat level by more than this (HU) are air (skin, bowel gas) or its
-#: partial volume with fat: read as that floor. The tumour never borders air directly; at
-#: its full value the outside shell of the border refinement averaged it with the fat and
-#: the fat/outside half level fell hundreds of HU below fat, so a thin fat layer before
-#: air joined the tumour (held-out seed 227: long axis +1.80 mm, 3 mm of fat). Fat itself
-#: (noise σ 10-20 HU) is untouched
+#: CT: smoothed voxels darker than the fat level by more than this (HU) are air (skin,
+#: bowel gas) or its partial volume with fat, and are read as that floor. The tumour never
+#: borders air directly; at its full value the outside shell of the border refinement
+#: averaged it with the fat and the fat/outside half level fell hundreds of HU below fat,
+#: so a thin fat layer before air joined the tumour (held-out seed 227: long axis
+#: +1.80 mm, 3 mm of fat). Smoothed fat (noise 3-6 HU) is untouched. The ablation zone
+#: floors air the same way (``air_floor`` in segment_ablation_zone, 100 HU under its
+#: low level, mapped to that level)
 _AIR_BELOW_FAT_HU = 50.0
 
 
@@ -208,10 +210,14 @@ def segment_tumour(
     fat_hu, tumour_hu, spread_hu, paren_hu = tissue_levels_hu(
         smooth, seed_kji, spacing, kidney=kidney_crop
     )
-    # air beyond thin fat (skin, bowel gas) reads far below any tissue the tumour meets:
-    # as fat it sets the levels of the borders against it
-    floor_hu = fat_hu - _AIR_BELOW_FAT_HU
-    smooth = np.maximum(smooth, np.float32(floor_hu))
+    if crop.modality == "CT":
+        # for the border refinement's levels (see _AIR_BELOW_FAT_HU): air beyond thin fat
+        # (skin, bowel gas) reads as the floor just below fat, not far below every tissue
+        # the tumour meets; the rest compares against lo and hi, above the floor. The
+        # levels above are read first (the fat level from unfloored values). Every half
+        # level the refinement decides on then lies min_contrast/2 above the floor, so the
+        # unsmoothed image needs no floor
+        smooth = np.maximum(smooth, np.float32(fat_hu - _AIR_BELOW_FAT_HU))
     lo = 0.5 * (fat_hu + tumour_hu)
     hi = tumour_hu + max(3.0 * spread_hu, 40.0)
     if paren_hu is not None:
@@ -279,7 +285,7 @@ def segment_tumour(
     region = fill_holes_3d_and_slices(region)
     # band voxels darker than the tumour are placed on the unsmoothed image (a Gaussian
     # puts the half level σ²/R inside a convex border: 6 % of a 0.7 ml tumour)
-    decide = np.maximum(crop.array.astype(np.float32), np.float32(floor_hu))
+    decide = crop.array.astype(np.float32)
     region = _refined_and_cleaned(region, smooth, spacing, seed_kji, decide)
     if convex_fill:
         region = _complete_round_contour(region, smooth, spacing, seed_kji, lo,
@@ -577,6 +583,8 @@ def _enhances_like_seed(
         return everything
     pre = resample_to(unenhanced, crop, reg.transform).array.astype(np.float32)
     sigma_vox = [0.8 / s for s in crop.spacing_mm[::-1]]
+    # both phases as read (the air floor of segment_tumour's smoothed image is not for a
+    # subtraction: flooring one phase alone reads air as ~850 HU of enhancement)
     enh = ndi.gaussian_filter(crop.array.astype(np.float32) - pre, sigma_vox)
     dist = _distance_from_mm(crop.array.shape, seed_kji, crop.spacing_mm)
     tumour_enh = None
