@@ -79,6 +79,15 @@ def distance_from_index_mm(
                    + ((ii - i0) * spacing_mm[0]) ** 2)
 
 
+def floored(image: npt.NDArray[Any], floor: float, value: float) -> npt.NDArray[np.float32]:
+    """``image`` (float32) with every value below ``floor`` set to ``value``, both in the
+    image's units (CT: HU); unchanged when ``floor`` is not finite. Air beyond thin fat
+    read as fat (or just below it) before a border is placed against the outside's local
+    level: at −1000 HU it pulls the fat/outside half level far below fat."""
+    img = np.asarray(image, np.float32)
+    return np.where(img < floor, np.float32(value), img) if np.isfinite(floor) else img
+
+
 def ncc(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
     """Normalised cross-correlation of two equally long samples (−1..1; −1 when either
     is flat)."""

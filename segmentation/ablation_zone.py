@@ -34,6 +34,7 @@ from segmentation._common import (
     convex_hull_mask,
     distance_from_index_mm,
     fill_holes_3d_and_slices,
+    floored,
     ncc,
     paste_into,
     point_index_kji,
@@ -341,10 +342,10 @@ def segment_ablation_zone(
     # (seed 23 at 3 months, -14 % of volume); the zone's own level is taken there. On CT,
     # 0 HU lies near the zone's 30 HU and the same fallback moves only 2-159 band voxels
     # of 3 mm zones: kept as it was until validated there.
-    refine = partial(refine_boundary, smooth=_floored(smooth, air_floor, low_level),
+    refine = partial(refine_boundary, smooth=floored(smooth, air_floor, low_level),
                      spacing_mm=spacing, seed_kji=seed_kji, band_mm=2.0,
                      min_contrast=20.0 if modality == "CT" else 0.15 * zone_level,
-                     raw=_floored(crop.array, air_floor, low_level), inside_level=zone_level,
+                     raw=floored(crop.array, air_floor, low_level), inside_level=zone_level,
                      level_beyond_inner=modality == "MR")
     n_window_voxels = int(hull.sum())
     hull = refine(hull)
@@ -450,12 +451,6 @@ def segment_ablation_zone(
 
 
 # --------------------------------------------------------------------------- internals
-def _floored(image: npt.NDArray[Any], floor: float, level: float) -> npt.NDArray[np.float32]:
-    """``image`` with every value below ``floor`` set to ``level`` (air read as fat)."""
-    img = np.asarray(image, np.float32)
-    return np.where(img < floor, np.float32(level), img) if np.isfinite(floor) else img
-
-
 def _parenchyma_level(level: npt.NDArray[np.float32], tissue: npt.NDArray[np.bool_]
                       ) -> float:
     """Normal parenchyma's enhancement: the brightest enhancing ``tissue`` of the crop

@@ -36,7 +36,9 @@ from segmentation._common import (
     bbox_slices,
     convex_hull_mask,
     fill_holes_3d_and_slices,
+    floored,
     give_back_shaved,
+    is_ct,
     nearest_component,
     paste_into,
     point_index_kji,
@@ -163,8 +165,8 @@ _LEAK_MASS_OUTSIDE = 0.2
 #: averaged it with the fat and the fat/outside half level fell hundreds of HU below fat,
 #: so a thin fat layer before air joined the tumour (held-out seed 227: long axis
 #: +1.80 mm, 3 mm of fat). Smoothed fat (noise 3-6 HU) is untouched. The ablation zone
-#: floors air the same way (``air_floor`` in segment_ablation_zone, 100 HU under its
-#: low level, mapped to that level)
+#: floors air with the same helper (:func:`segmentation._common.floored`: below 100 HU
+#: under its low level, to that level)
 _AIR_BELOW_FAT_HU = 50.0
 
 
@@ -210,14 +212,15 @@ def segment_tumour(
     fat_hu, tumour_hu, spread_hu, paren_hu = tissue_levels_hu(
         smooth, seed_kji, spacing, kidney=kidney_crop
     )
-    if crop.modality == "CT":
+    if is_ct(crop):
         # for the border refinement's levels (see _AIR_BELOW_FAT_HU): air beyond thin fat
         # (skin, bowel gas) reads as the floor just below fat, not far below every tissue
         # the tumour meets; the rest compares against lo and hi, above the floor. The
         # levels above are read first (the fat level from unfloored values). Every half
         # level the refinement decides on then lies min_contrast/2 above the floor, so the
         # unsmoothed image needs no floor
-        smooth = np.maximum(smooth, np.float32(fat_hu - _AIR_BELOW_FAT_HU))
+        floor_hu = fat_hu - _AIR_BELOW_FAT_HU
+        smooth = floored(smooth, floor_hu, floor_hu)
     lo = 0.5 * (fat_hu + tumour_hu)
     hi = tumour_hu + max(3.0 * spread_hu, 40.0)
     if paren_hu is not None:
