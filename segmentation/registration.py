@@ -77,7 +77,9 @@ class RegistrationResult:
 
     Attributes:
         transform: SimpleITK transform mapping fixed LPS points (mm) to moving LPS points.
-        metric_value: final Mattes mutual information (negative; lower is better).
+        metric_value: negative mutual information, lower is better: of the lesion search
+            when a focus point is given, else the global stage's overlap MI (coverage-
+            scaled); NaN when an ``initial`` transform skipped the global stage.
         quality: agreement of the aligned images in the focus box, in [0, 1].
         quality_metric: "ncc" (normalised cross-correlation, same modality) or "ecc"
             (entropy correlation coefficient, different modalities).
@@ -594,7 +596,8 @@ def _global_rigid(
     try_prone_flip: bool,
 ) -> tuple[sitk.Transform, float]:
     """Body-COM start, 0°/180° about S and an S-offset search, then a 2-level Euler fit
-    (each candidate's fit kept only where it scores better than its start)."""
+    (a candidate's fit is replaced by its start where the start scores better on the
+    overlap MI)."""
     f_lo = _sitk.downsample(f_img, _GLOBAL_SPACING_MM)
     m_lo = _sitk.downsample(m_img, _GLOBAL_SPACING_MM)
     f_body = _sitk.body_array(sitk.GetArrayFromImage(f_lo), ct=f_ct)
@@ -638,7 +641,9 @@ def _global_rigid(
         # seed 243's 3-month scan, 500 mm along S from the baseline's frame, started at
         # an overlap MI of 1.016 and ended at 0.082, 71 mm away, so the 180° candidate
         # (0.438) won and the zone was sought 223 mm from the lesion (a 188 ml "zone").
-        # The start is judged by the same overlap MI and kept when it scores better
+        # The start is judged by the same overlap MI and kept when it scores better.
+        # (Without a focus point a kept start is the final result: a 10 mm S-offset grid
+        # point with no rotation fitted; the pipeline always passes a focus.)
         start_value = -_overlap_mi(f_values, f_body, f_lo, m_lo, start)
         if start_value < value:
             tx, value = _as_euler(start, c_f), start_value
