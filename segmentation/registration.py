@@ -618,7 +618,8 @@ def _global_rigid(
     angles = [0.0, math.pi] if try_prone_flip else [0.0]
 
     f_values = sitk.GetArrayFromImage(f_lo)
-    candidates: list[sitk.Transform] = []
+    # per angle, the best S-offset start with its overlap MI (the fit is judged against it)
+    candidates: list[tuple[float, sitk.Transform]] = []
     for angle in angles:
         scored = [
             (_overlap_mi(f_values, f_body, f_lo, m_lo, tx), tx)
@@ -626,10 +627,10 @@ def _global_rigid(
                 _euler(c_f, angle, c_m - c_f + np.array([0.0, 0.0, dz])) for dz in offsets
             )
         ]
-        candidates.append(max(scored, key=lambda s: s[0])[1])
+        candidates.append(max(scored, key=lambda s: s[0]))
 
     best: tuple[float, sitk.Transform] | None = None
-    for start in candidates:
+    for start_mi, start in candidates:
         reg = _method(f_body, f_lo, 32, 20000, 120, 8.0)
         reg.SetShrinkFactorsPerLevel([2, 1])
         reg.SetSmoothingSigmasPerLevel([2.0, 0.0])
@@ -644,9 +645,8 @@ def _global_rigid(
         # The start is judged by the same overlap MI and kept when it scores better.
         # (Without a focus point a kept start is the final result: a 10 mm S-offset grid
         # point with no rotation fitted; the pipeline always passes a focus.)
-        start_value = -_overlap_mi(f_values, f_body, f_lo, m_lo, start)
-        if start_value < value:
-            tx, value = _as_euler(start, c_f), start_value
+        if -start_mi < value:
+            tx, value = _as_euler(start, c_f), -start_mi
         if best is None or value < best[0]:
             best = (value, tx)
     if best is None:  # pragma: no cover - candidates is never empty

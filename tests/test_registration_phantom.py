@@ -199,5 +199,6 @@ def test_global_fit_keeps_a_start_the_descent_ran_off() -> None:
     truth = _true_point(case, case.key, "fu1/ct_nephrographic", seed)
     res = register_rigid(case.image, moving, focus_point_lps=seed, focus_radius_mm=60.0)
     err = float(np.linalg.norm(transform_points_lps(res.transform, seed) - truth))
+    # the module's TRE bar (test_baseline_to_study_tre_at_lesion): 1.6 mm now, 234 before
     assert err <= 2.0, f"TRE {err:.2f} mm"
     assert res.ok, res.qc
