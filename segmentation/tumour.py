@@ -112,7 +112,7 @@ _COMPLETION_MIN_FAT_FRACTION_BRIGHT = 0.4
 #: reads at or under the level, the tumour's partial volume pulling it down), and +5.2 and
 #: +5.7 HU where a sector brighter than the kidney was completed (seed 239's clean_success
 #: tumour, 4,133 voxels, 99 % tumour, 45 % of the surface facing fat: −38 % of volume
-#: left alone); the analytic sector 20 HU over the kidney reads +5.0 to +5.9 over three
+#: left alone); the analytic sector 20 HU over the kidney reads +5.0 to +6.0 over three
 #: noise draws (test_tumour_completion). The bar lies between the two. (Against the
 #: level's old 5 HU bin centre, up to 2.5 HU off the kidney's own, it was 10 and then 5
 #: HU, and seed 239's sector sat 0.8 HU over it.)
@@ -339,9 +339,10 @@ def tissue_levels_hu(
     solid tissue over 40 HU from that mode, the mode is of a brighter neighbour that
     outweighs a small tumour in the ball, and the histogram peak nearest the seed's level
     is used. When the level is below 45 HU (seed in a necrotic or cystic core) the mode
-    of the brighter wall is used instead. The parenchyma level
-    is the mode of voxels brighter than the tumour by > 25 HU (kidney voxels when a
-    kidney mask is given) within 40 mm of the seed.
+    of the brighter wall is used instead. The parenchyma level is the highest histogram
+    peak (placed between the bins: :func:`_brightest_mode`) of voxels over 90 HU (under
+    250 HU; kidney voxels when a kidney mask is given) within 40 mm of the seed, None when
+    it is less than 25 HU over the tumour level.
     """
     dist = _distance_from_mm(smooth.shape, seed_kji, spacing_mm)
     fat_vals = smooth[(smooth > -200) & (smooth < -40)]
@@ -530,7 +531,7 @@ def _brightest_mode(values: npt.NDArray[np.floating[Any]]) -> float:
     if 0 < top < len(hist) - 1:
         left, mid, right = hist[top - 1], hist[top], hist[top + 1]
         curvature = left - 2.0 * mid + right
-        if curvature < 0.0:  # a strict maximum: the vertex lies within half a bin
+        if curvature < 0.0:  # not flat across the three bins: within half a bin
             centre += 0.5 * (left - right) / curvature * float(edges[1] - edges[0])
     return centre
 
