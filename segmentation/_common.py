@@ -394,6 +394,10 @@ def refine_boundary(
     junction, and air where the fat is thin, and puts the border 0.2–0.5 mm inside (10–25 %
     of a small zone's volume) or 1–2 mm outside it.
 
+    The result is one 26-connected component, the region moved (:func:`_moved_region`):
+    other parts of a region of several are dropped, and a step that keeps at most half
+    the region's voxels is undone.
+
     With ``decide`` (the unsmoothed image) the levels still come from ``smooth`` but band
     voxels are classified on ``decide`` — a box-filter partial volume puts the true border
     exactly at the half level of the unsmoothed image, while a Gaussian moves the half
@@ -554,21 +558,21 @@ def _refine_in_box(
 def _moved_region(moved: npt.NDArray[np.bool_], region: npt.NDArray[np.bool_],
                   seed_kji: tuple[int, int, int]) -> npt.NDArray[np.bool_]:
     """The component (26-connected) of the refined ``moved`` that is the region moved: the
-    one holding the seed, or, when the seed lies outside it (an ablation zone around an
-    enhancing nodule that holds its centre), the one holding most of ``region``. Not the
-    component nearest the seed: a few voxels split off beside the nodule were nearer than
-    the zone, and the refinement was thrown away as having lost half of it (held-out seed
-    247's 12-month zone around a 10 mm nodule: its border against the kidney stayed where
-    the window put it, 1-4 voxels inside, volume −10 %)."""
+    one holding most of ``region`` (the one holding the seed when it holds at least half
+    of what the components hold of it). Not the component nearest the seed, nor the seed's
+    alone: where the seed lies outside the region (an ablation zone around an enhancing
+    nodule that holds its centre) a few voxels split off beside the nodule were nearer
+    than the zone, and the refinement was thrown away as having lost half of it (held-out
+    seed 247's 12-month zone around a 10 mm nodule: its border against the kidney stayed
+    where the window put it, 1-4 voxels inside, volume −10 %)."""
     labels, n = ndi.label(moved, structure=np.ones((3, 3, 3), bool))
-    if n == 0:
-        return np.zeros_like(moved, dtype=bool)
-    if labels[seed_kji]:
-        return np.asarray(labels == labels[seed_kji])
     held = np.bincount(labels[region & moved], minlength=n + 1)
     held[0] = 0
     if held.max() == 0:
         return np.zeros_like(moved, dtype=bool)
+    at_seed = int(labels[seed_kji])
+    if at_seed and 2 * held[at_seed] >= held.sum():
+        return np.asarray(labels == at_seed)
     return np.asarray(labels == int(np.argmax(held)))
 
 

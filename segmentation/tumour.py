@@ -340,9 +340,9 @@ def tissue_levels_hu(
     outweighs a small tumour in the ball, and the histogram peak nearest the seed's level
     is used. When the level is below 45 HU (seed in a necrotic or cystic core) the mode
     of the brighter wall is used instead. The parenchyma level is the highest histogram
-    peak (placed between the bins: :func:`_brightest_mode`) of voxels over 90 HU (under
-    250 HU; kidney voxels when a kidney mask is given) within 40 mm of the seed, None when
-    it is less than 25 HU over the tumour level.
+    peak (placed between the bins: :func:`_brightest_mode`) of voxels over 90 HU 6-40 mm
+    from the seed (kidney voxels when a kidney mask is given, else under 250 HU), None
+    when it is less than 25 HU over the tumour level.
     """
     dist = _distance_from_mm(smooth.shape, seed_kji, spacing_mm)
     fat_vals = smooth[(smooth > -200) & (smooth < -40)]
