@@ -117,6 +117,10 @@ _COMPLETION_MIN_FAT_FRACTION_BRIGHT = 0.4
 #: level's old 5 HU bin centre, up to 2.5 HU off the kidney's own, it was 10 and then 5
 #: HU, and seed 239's sector sat 0.8 HU over it.)
 _BRIGHT_SECTOR_ABOVE_PARENCHYMA_HU = 3.5
+#: the tissue levels' histograms (tumour and parenchyma modes): bin width (HU) and the
+#: Gaussian smoothing of the counts (bins)
+_HISTOGRAM_BIN_HU = 5.0
+_HISTOGRAM_SMOOTH_BINS = 1.5
 _COMPLETION_OPEN_MM = 1.0
 _COMPLETION_MAX_ADDED = 0.5
 #: the fitted ellipsoid is trusted only this far inside its surface: across the sector it is
@@ -523,17 +527,26 @@ def _brightest_mode(values: npt.NDArray[np.floating[Any]]) -> float:
     kernel density sampled at the bin centres, and the parabola's vertex places its peak
     between them (within 0.3 HU of a normal pool's mean whatever the bins' phase, see
     the tests)."""
-    edges = np.arange(float(values.min()), float(values.max()) + 10.0, 5.0)
-    hist, edges = np.histogram(values, bins=edges)
-    hist = ndi.gaussian_filter1d(hist.astype(float), 1.5)
+    hist, edges = _smoothed_histogram(values)
     top = max(_histogram_peaks(hist))
     centre = float(0.5 * (edges[top] + edges[top + 1]))
     if 0 < top < len(hist) - 1:
         left, mid, right = hist[top - 1], hist[top], hist[top + 1]
         curvature = left - 2.0 * mid + right
         if curvature < 0.0:  # not flat across the three bins: within half a bin
-            centre += 0.5 * (left - right) / curvature * float(edges[1] - edges[0])
+            centre += 0.5 * (left - right) / curvature * _HISTOGRAM_BIN_HU
     return centre
+
+
+def _smoothed_histogram(values: npt.NDArray[np.floating[Any]],
+                        weights: npt.NDArray[np.float64] | None = None
+                        ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(Counts, bin edges in HU) of ``values`` (HU) in _HISTOGRAM_BIN_HU bins starting at
+    their minimum, smoothed with a Gaussian of _HISTOGRAM_SMOOTH_BINS bins."""
+    edges = np.arange(float(values.min()), float(values.max()) + 2.0 * _HISTOGRAM_BIN_HU,
+                      _HISTOGRAM_BIN_HU)
+    hist, edges = np.histogram(values, bins=edges, weights=weights)
+    return ndi.gaussian_filter1d(hist.astype(float), _HISTOGRAM_SMOOTH_BINS), edges
 
 
 def _histogram_peaks(hist: npt.NDArray[np.float64]) -> list[int]:
@@ -553,9 +566,7 @@ def _weighted_mode(values: npt.NDArray[np.floating[Any]], weights: npt.NDArray[n
     that level."""
     if values.size == 0:
         raise ValueError("segment_tumour: no soft tissue around the seed")
-    edges = np.arange(float(values.min()), float(values.max()) + 10.0, 5.0)
-    hist, edges = np.histogram(values, bins=edges, weights=weights)
-    hist = ndi.gaussian_filter1d(hist.astype(float), 1.5)
+    hist, edges = _smoothed_histogram(values, weights)
     peak = int(np.argmax(hist))
     if nearest_to is not None:
         centres = 0.5 * (edges[:-1] + edges[1:])

@@ -295,6 +295,8 @@ def test_refinement_moves_a_zone_whose_centre_is_a_nodule(pocket_from_seed_mm: f
     smooth = ndi.gaussian_filter(raw, 0.8 / spacing[::-1])
     out = refine_boundary(start, smooth, spacing, seed, band_mm=2.0, min_contrast=20.0,
                           raw=raw, inside_level=30.0)
+    # +1.7 % and 0.985 measured, −42 % and 0.73 before; 5 % and 0.95 are the tissue-aware
+    # refinement's bars above (the small zone at a junction: 6 %, 0.95)
     assert abs(out.sum() / truth.sum() - 1.0) < 0.05
     assert dice(out, truth) >= 0.95
     assert not (out & in_pocket).any()
